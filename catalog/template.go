@@ -1,0 +1,176 @@
+package catalog
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"path"
+	"strings"
+	"text/template"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/berthio/berth/platform"
+)
+
+// Template is a parsed template file. Its YAML structure is fixed when it is
+// loaded: rendering only replaces the text of scalar values that contain
+// template actions, and each stays one string scalar whatever the values put
+// in it. Request attributes therefore cannot add keys, list items or
+// processes, nor change a value's type.
+type Template struct {
+	// Name is the template's path in its catalogue, for messages.
+	Name    string
+	root    *yaml.Node
+	scalars map[string]*template.Template // by the scalar's source text
+}
+
+// Context is what a template renders with.
+type Context struct {
+	ClusterID string
+	NodeID    string
+	NodeGroup string
+	NodeClass string
+	Store     string
+	// Version is the effective store version (the group's override applied).
+	Version string
+	// Attributes are the cluster attributes merged with the group's.
+	Attributes map[string]any
+	// Ports are ports the driver allocated for the node, by name.
+	Ports map[string]int
+	// Dirs are the node's directories, by name (for the local driver:
+	// "node", "data" and "logs").
+	Dirs map[string]string
+}
+
+// Attr returns the attribute key as text (strings as they are, other JSON
+// values JSON-encoded), or def when the attribute is missing; missing with no
+// default is an error. In a template: {{ .Attr "maxmemory" "100mb" }}.
+func (c Context) Attr(key string, def ...string) (string, error) {
+	value, ok := c.Attributes[key]
+	if !ok || value == nil {
+		if len(def) > 0 {
+			return def[0], nil
+		}
+		return "", fmt.Errorf("attribute %q is not set and the template gives no default", key)
+	}
+	if s, ok := value.(string); ok {
+		return s, nil
+	}
+	data, err := json.Marshal(value)
+	if err != nil {
+		return "", fmt.Errorf("attribute %q: %w", key, err)
+	}
+	return string(data), nil
+}
+
+func loadTemplate(fsys fs.FS, driver, name string) (*Template, error) {
+	data, err := fs.ReadFile(fsys, name)
+	if err != nil {
+		return nil, err
+	}
+	t := &Template{Name: path.Join(driver, name), root: &yaml.Node{}, scalars: map[string]*template.Template{}}
+	if err := yaml.Unmarshal(data, t.root); err != nil {
+		return nil, fmt.Errorf("template %s: %w", t.Name, err)
+	}
+	if t.root.Kind == 0 {
+		return nil, fmt.Errorf("template %s is empty", t.Name)
+	}
+	var parseErr error
+	walkScalars(t.root, func(n *yaml.Node) {
+		if parseErr != nil || !strings.Contains(n.Value, "{{") {
+			return
+		}
+		if _, ok := t.scalars[n.Value]; ok {
+			return
+		}
+		tmpl, err := template.New(fmt.Sprintf("%s:%d", t.Name, n.Line)).Option("missingkey=error").Parse(n.Value)
+		if err != nil {
+			parseErr = fmt.Errorf("template %s: %w", t.Name, err)
+			return
+		}
+		t.scalars[n.Value] = tmpl
+	})
+	if parseErr != nil {
+		return nil, parseErr
+	}
+	return t, nil
+}
+
+// walkScalars calls fn for every scalar value (mapping keys excluded).
+func walkScalars(n *yaml.Node, fn func(*yaml.Node)) {
+	switch n.Kind {
+	case yaml.DocumentNode, yaml.SequenceNode:
+		for _, c := range n.Content {
+			walkScalars(c, fn)
+		}
+	case yaml.MappingNode:
+		for i := 1; i < len(n.Content); i += 2 {
+			walkScalars(n.Content[i], fn)
+		}
+	case yaml.ScalarNode:
+		fn(n)
+	}
+}
+
+// Decode decodes the template as it is, unrendered, into out: for the parts a
+// driver needs before it can render, such as the names of ports to allocate.
+// Unknown keys are ignored here; Render is strict.
+func (t *Template) Decode(out any) error {
+	if err := t.root.Decode(out); err != nil {
+		return platform.Errorf(platform.EUNPROCESSABLE, "template %s: %v", t.Name, err)
+	}
+	return nil
+}
+
+// Render renders every templated scalar with ctx and decodes the result into
+// out strictly (a key out does not have is an error). Failures are
+// EUNPROCESSABLE and name the template.
+func (t *Template) Render(ctx Context, out any) error {
+	root, err := t.render(ctx)
+	if err != nil {
+		return platform.Errorf(platform.EUNPROCESSABLE, "template %s failed to render: %v", t.Name, err)
+	}
+	data, err := yaml.Marshal(root)
+	if err != nil {
+		return platform.Errorf(platform.EUNPROCESSABLE, "template %s failed to render: %v", t.Name, err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(out); err != nil {
+		return platform.Errorf(platform.EUNPROCESSABLE, "template %s does not describe a node: %v", t.Name, err)
+	}
+	return nil
+}
+
+func (t *Template) render(ctx Context) (*yaml.Node, error) {
+	root := copyNode(t.root)
+	var renderErr error
+	walkScalars(root, func(n *yaml.Node) {
+		tmpl, ok := t.scalars[n.Value]
+		if renderErr != nil || !ok {
+			return
+		}
+		var out strings.Builder
+		if err := tmpl.Execute(&out, ctx); err != nil {
+			renderErr = err
+			return
+		}
+		n.Value = out.String()
+		n.Tag = "!!str"
+		if n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) == 0 {
+			n.Style = yaml.DoubleQuotedStyle
+		}
+	})
+	return root, renderErr
+}
+
+func copyNode(n *yaml.Node) *yaml.Node {
+	c := *n
+	c.Content = make([]*yaml.Node, len(n.Content))
+	for i, child := range n.Content {
+		c.Content[i] = copyNode(child)
+	}
+	return &c
+}

@@ -1,0 +1,209 @@
+// Package server serves the Platform API over HTTP: it decodes and validates
+// requests into platform types, calls a platform.Driver, and renders answers
+// and errors in the shapes Replicante's clients expect. It also serves the
+// operational endpoints (/healthz, /readyz). It knows nothing of drivers.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"sort"
+	"strings"
+
+	"github.com/berthio/berth/platform"
+)
+
+// DefaultMaxBodyBytes bounds request bodies unless Options say otherwise.
+const DefaultMaxBodyBytes = 1 << 20
+
+// Options configure a Server.
+type Options struct {
+	// BasePath is the prefix the Platform API is served under, such as
+	// "/platform/". Empty or "/" serves it at the root. /healthz and /readyz
+	// are always at the root.
+	BasePath string
+	// MaxBodyBytes bounds request bodies (default DefaultMaxBodyBytes).
+	MaxBodyBytes int64
+	// Logger receives one line per request and the details of internal
+	// errors (default: discard).
+	Logger *slog.Logger
+}
+
+// Readier is implemented by drivers that can tell whether they can serve:
+// /readyz answers 503 while Ready returns an error.
+type Readier interface {
+	Ready(ctx context.Context) error
+}
+
+// Server is the HTTP handler of a Platform.
+type Server struct {
+	driver   platform.Driver
+	maxBody  int64
+	logger   *slog.Logger
+	routes   map[string]map[string]http.HandlerFunc // path -> method -> handler
+	basePath string
+}
+
+// New returns a Server that serves driver.
+func New(driver platform.Driver, opts Options) *Server {
+	s := &Server{
+		driver:   driver,
+		maxBody:  opts.MaxBodyBytes,
+		logger:   opts.Logger,
+		basePath: CleanBasePath(opts.BasePath),
+	}
+	if s.maxBody <= 0 {
+		s.maxBody = DefaultMaxBodyBytes
+	}
+	if s.logger == nil {
+		s.logger = slog.New(slog.DiscardHandler)
+	}
+	api := strings.TrimSuffix(s.basePath, "/")
+	s.routes = map[string]map[string]http.HandlerFunc{
+		api + "/discover":    {http.MethodGet: s.handleDiscover},
+		api + "/provision":   {http.MethodPost: s.handleProvision},
+		api + "/deprovision": {http.MethodPost: s.handleDeprovision},
+		"/healthz":           {http.MethodGet: s.handleHealthz},
+		"/readyz":            {http.MethodGet: s.handleReadyz},
+	}
+	return s
+}
+
+// CleanBasePath normalises a base path to begin and end with "/".
+func CleanBasePath(p string) string {
+	p = strings.Trim(p, "/")
+	if p == "" {
+		return "/"
+	}
+	return "/" + p + "/"
+}
+
+// BasePath returns the normalised prefix the API is served under.
+func (s *Server) BasePath() string { return s.basePath }
+
+// ServeHTTP routes a request. Unknown paths are 404 and known paths with
+// another method 405 with Allow, both with a JSON error body.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.withRequestLog(s.route)(w, r)
+}
+
+func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+	methods, ok := s.routes[r.URL.Path]
+	if !ok {
+		s.writeError(w, r, http.StatusNotFound, platform.Errorf(platform.ENOTFOUND, "no endpoint %s; the Platform API is served under %s", r.URL.Path, s.basePath))
+		return
+	}
+	handler, ok := methods[r.Method]
+	if !ok && r.Method == http.MethodHead {
+		handler, ok = methods[http.MethodGet]
+	}
+	if !ok {
+		allowed := make([]string, 0, len(methods)+1)
+		for m := range methods {
+			allowed = append(allowed, m)
+			if m == http.MethodGet {
+				allowed = append(allowed, http.MethodHead)
+			}
+		}
+		sort.Strings(allowed)
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		s.writeError(w, r, http.StatusMethodNotAllowed, platform.Errorf(platform.EINVALID, "method %s is not allowed on %s; use %s", r.Method, r.URL.Path, strings.Join(allowed, " or ")))
+		return
+	}
+	handler(w, r)
+}
+
+func (s *Server) handleDiscover(w http.ResponseWriter, r *http.Request) {
+	resp, err := s.driver.Discover(r.Context())
+	if err != nil {
+		s.renderError(w, r, err)
+		return
+	}
+	if resp.Clusters == nil {
+		resp.Clusters = []platform.ClusterDiscovery{}
+	}
+	s.writeJSON(w, r, http.StatusOK, resp)
+}
+
+func (s *Server) handleProvision(w http.ResponseWriter, r *http.Request) {
+	body, ok := s.readBody(w, r)
+	if !ok {
+		return
+	}
+	req, err := platform.DecodeProvisionRequest(body)
+	if err != nil {
+		s.renderError(w, r, err)
+		return
+	}
+	resp, err := s.driver.Provision(r.Context(), req)
+	if err != nil {
+		s.renderError(w, r, err)
+		return
+	}
+	if resp.NodeIDs == nil {
+		resp.NodeIDs = []string{}
+	}
+	s.writeJSON(w, r, http.StatusOK, resp)
+}
+
+func (s *Server) handleDeprovision(w http.ResponseWriter, r *http.Request) {
+	body, ok := s.readBody(w, r)
+	if !ok {
+		return
+	}
+	req, err := platform.DecodeDeprovisionRequest(body)
+	if err != nil {
+		s.renderError(w, r, err)
+		return
+	}
+	if err := s.driver.Deprovision(r.Context(), req); err != nil {
+		s.renderError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
+	s.writeJSON(w, r, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
+	if readier, ok := s.driver.(Readier); ok {
+		if err := readier.Ready(r.Context()); err != nil {
+			s.renderError(w, r, platform.Wrap(platform.EUNAVAILABLE, err, "driver is not ready"))
+			return
+		}
+	}
+	s.writeJSON(w, r, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// readBody checks the content type and reads a bounded body. On failure it
+// has already answered.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mediaType, _, err := mime.ParseMediaType(ct)
+		if err != nil || !(mediaType == "application/json" || strings.HasSuffix(mediaType, "+json")) {
+			s.writeError(w, r, http.StatusUnsupportedMediaType, platform.Errorf(platform.EINVALID, "Content-Type %q is not JSON; send application/json", ct))
+			return nil, false
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			s.writeError(w, r, http.StatusRequestEntityTooLarge, platform.Errorf(platform.EINVALID, "request body is larger than %d bytes", tooLarge.Limit))
+			return nil, false
+		}
+		s.writeError(w, r, http.StatusBadRequest, platform.Errorf(platform.EINVALID, "reading request body: %v", err))
+		return nil, false
+	}
+	return body, true
+}
+
+// String describes the server for logs.
+func (s *Server) String() string { return fmt.Sprintf("platform API under %s", s.basePath) }
