@@ -40,6 +40,10 @@ type DiscoveredNode struct {
 	NodeID       string  `json:"node_id"`
 	NodeClass    string  `json:"node_class"`
 	NodeGroup    *string `json:"node_group"`
+	// Addresses is a Berth extension: the addresses a node serves on, by
+	// port name ("store": "127.0.0.1:20001"), where the driver knows them.
+	// Clients that do not know the field ignore it.
+	Addresses map[string]string `json:"addresses,omitempty"`
 }
 
 // ProvisionRequest is the body of POST /provision.

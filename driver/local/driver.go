@@ -14,8 +14,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -121,11 +123,16 @@ func (d *Driver) Discover(ctx context.Context) (platform.DiscoveryResponse, erro
 				n++
 			}
 			group := rec.Group
+			addresses := make(map[string]string, len(rec.Ports))
+			for name, port := range rec.Ports {
+				addresses[name] = net.JoinHostPort(loopback, strconv.Itoa(port))
+			}
 			resp.Clusters[n-1].Nodes = append(resp.Clusters[n-1].Nodes, platform.DiscoveredNode{
 				AgentAddress: rec.Spec.AgentAddress,
 				NodeID:       rec.NodeID,
 				NodeClass:    rec.Class,
 				NodeGroup:    &group,
+				Addresses:    addresses,
 			})
 			return nil
 		})

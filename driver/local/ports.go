@@ -8,6 +8,9 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
+// loopback is the only address local nodes are given ports on.
+const loopback = "127.0.0.1"
+
 // PortRange is the inclusive range local node ports are allocated from.
 type PortRange struct {
 	Min, Max int
@@ -54,7 +57,7 @@ func allocatePort(tx *bolt.Tx, r PortRange, start int, owner []byte) (int, error
 }
 
 func portFree(port int) bool {
-	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	ln, err := net.Listen("tcp", net.JoinHostPort(loopback, strconv.Itoa(port)))
 	if err != nil {
 		return false
 	}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berthio/berth/catalog"
+	"github.com/berthio/berth/driver/local"
+	"github.com/berthio/berth/server"
+	"github.com/berthio/berth/stores"
+)
+
+// drivers lists the drivers this binary has.
+var drivers = []string{local.DriverName}
+
+type serveOptions struct {
+	listen      string
+	dataDir     string
+	driver      string
+	catalogDir  string
+	basePath    string
+	logFormat   string
+	logLevel    string
+	portRange   string
+	gracePeriod time.Duration
+	maxBody     int64
+}
+
+func newServeCommand() *cobra.Command {
+	var o serveOptions
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the Platform API",
+		Long: `Serve the Replicante Platform API: GET /discover, POST /provision and
+POST /deprovision under --base-path, and GET /healthz and GET /readyz at the root.
+
+With the local driver (the default) nodes are processes on this machine, with
+their state and files under --data-dir; they keep running when berth stops.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return serve(cmd, o) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.listen, "listen", "127.0.0.1:9876", "address to serve on (host:port; port 0 picks a free one)")
+	f.StringVar(&o.dataDir, "data-dir", "./berth-data", "directory for the driver's state and the nodes' files")
+	f.StringVar(&o.driver, "driver", local.DriverName, "where nodes run: "+strings.Join(drivers, ", "))
+	f.StringVar(&o.catalogDir, "catalog", "", "template catalogue directory consulted before the built-in one (docs/catalog.md)")
+	f.StringVar(&o.basePath, "base-path", "/", "URL prefix of the Platform API, such as /platform/")
+	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.StringVar(&o.portRange, "port-range", local.DefaultPortRange.String(), "local driver: range node ports are allocated from, MIN-MAX")
+	f.DurationVar(&o.gracePeriod, "grace-period", local.DefaultGracePeriod, "local driver: time a deprovisioned node has to exit after SIGTERM before SIGKILL")
+	f.Int64Var(&o.maxBody, "max-body-bytes", server.DefaultMaxBodyBytes, "largest request body accepted")
+	return cmd
+}
+
+func serve(cmd *cobra.Command, o serveOptions) error {
+	logger, err := newLogger(cmd.ErrOrStderr(), o.logFormat, o.logLevel)
+	if err != nil {
+		return err
+	}
+	if o.driver != local.DriverName {
+		return usageErrorf("unknown driver %q; this berth has: %s", o.driver, strings.Join(drivers, ", "))
+	}
+	ports, err := local.ParsePortRange(o.portRange)
+	if err != nil {
+		return usageErrorf("--port-range: %v", err)
+	}
+	if o.maxBody <= 0 {
+		return usageErrorf("--max-body-bytes must be positive")
+	}
+	cat, err := loadCatalog(o.catalogDir)
+	if err != nil {
+		return err
+	}
+	driver, err := local.Open(local.Options{
+		DataDir:     o.dataDir,
+		Catalog:     cat,
+		Ports:       ports,
+		GracePeriod: o.gracePeriod,
+		Logger:      logger,
+	})
+	if err != nil {
+		return err
+	}
+	defer driver.Close()
+
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", o.listen, err)
+	}
+	srv := server.New(driver, server.Options{BasePath: o.basePath, MaxBodyBytes: o.maxBody, Logger: logger})
+
+	out := cmd.OutOrStdout()
+	dataDir, _ := filepath.Abs(o.dataDir)
+	fmt.Fprintf(out, "berth %s serving the Platform API on http://%s%s (driver %s)\n", version, ln.Addr(), srv.BasePath(), o.driver)
+	fmt.Fprintf(out, "data dir: %s\n", dataDir)
+	printStores(out, cat, o.driver)
+
+	err = server.Serve(cmd.Context(), ln, srv, server.DefaultTimeouts)
+	logger.Info("berth stopped; nodes keep running")
+	return err
+}
+
+// loadCatalog layers the --catalog directory over the built-in catalogue.
+func loadCatalog(dir string) (*catalog.Catalog, error) {
+	var layers []catalog.Layer
+	if dir != "" {
+		if info, err := os.Stat(dir); err != nil || !info.IsDir() {
+			return nil, usageErrorf("--catalog %s: not a directory", dir)
+		}
+		layers = append(layers, catalog.Layer{Name: dir, FS: os.DirFS(dir)})
+	}
+	layers = append(layers, catalog.Layer{Name: "built-in", FS: stores.FS()})
+	return catalog.New(layers...)
+}
+
+// printStores tells, for each store the driver's catalogue has, whether what
+// its templates run is installed here.
+func printStores(out io.Writer, cat *catalog.Catalog, driver string) {
+	for _, info := range cat.Stores(driver) {
+		var missing []string
+		for _, bin := range info.Requires.Binaries {
+			if _, err := exec.LookPath(bin); err != nil {
+				missing = append(missing, bin)
+			}
+		}
+		ranges := strings.Join(info.Ranges, ", ")
+		switch {
+		case len(missing) == 0:
+			fmt.Fprintf(out, "store %s (%s): ready\n", info.Store, ranges)
+		case info.Requires.Package != "":
+			fmt.Fprintf(out, "store %s (%s): %s not found; install it with: apt-get install %s\n", info.Store, ranges, strings.Join(missing, ", "), info.Requires.Package)
+		default:
+			fmt.Fprintf(out, "store %s (%s): %s not found\n", info.Store, ranges, strings.Join(missing, ", "))
+		}
+	}
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageErrorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, usageErrorf("--log-format %q: want text or json", format)
+}

@@ -1,0 +1,319 @@
+// Package test holds end-to-end tests that build the berth binary and drive
+// it as a user would: berth serve on loopback, the CLI against it, real
+// redis-server nodes.
+package test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/berthio/berth/internal/testenv"
+	"github.com/berthio/berth/platform"
+)
+
+var berthBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "berth-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	berthBin = filepath.Join(dir, "berth")
+	build := exec.Command("go", "build", "-race", "-o", berthBin, "../cmd/berth")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building berth:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// berthServer is a running `berth serve`.
+type berthServer struct {
+	cmd  *exec.Cmd
+	URL  string // the API base URL, ending in "/"
+	Root string // scheme and host
+	logs *syncBuffer
+	done chan error
+}
+
+var listenLine = regexp.MustCompile(`serving the Platform API on (http://[^ ]+/) `)
+
+func startBerth(t *testing.T, args ...string) *berthServer {
+	t.Helper()
+	cmd := exec.Command(berthBin, append([]string{"serve", "--listen", "127.0.0.1:0", "--grace-period", "5s"}, args...)...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &berthServer{cmd: cmd, logs: &syncBuffer{}, done: make(chan error, 1)}
+	cmd.Stderr = s.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	urls := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if m := listenLine.FindStringSubmatch(sc.Text()); m != nil {
+				urls <- m[1]
+			}
+		}
+		close(urls)
+	}()
+	go func() { s.done <- cmd.Wait() }()
+	t.Cleanup(func() { s.stop(t) })
+	select {
+	case u, ok := <-urls:
+		if !ok {
+			t.Fatalf("berth serve exited without serving: %s", s.logs)
+		}
+		s.URL = u
+		s.Root = u[:strings.Index(u[len("http://"):], "/")+len("http://")]
+	case <-time.After(30 * time.Second):
+		t.Fatalf("berth serve did not start: %s", s.logs)
+	}
+	return s
+}
+
+// stop sends SIGTERM and waits for berth to exit.
+func (s *berthServer) stop(t *testing.T) {
+	if s.cmd.ProcessState != nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-s.done:
+		if err != nil {
+			t.Errorf("berth serve exited with %v; logs:\n%s", err, s.logs)
+		}
+	case <-time.After(40 * time.Second):
+		_ = s.cmd.Process.Kill()
+		t.Errorf("berth serve did not stop on SIGTERM")
+	}
+}
+
+// berth runs the CLI and returns its stdout; a non-zero exit fails the test.
+func berth(t *testing.T, args ...string) string {
+	t.Helper()
+	out, errOut, code := berthStatus(t, args...)
+	if code != 0 {
+		t.Fatalf("berth %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+func berthStatus(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	cmd := exec.Command(berthBin, args...)
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	if exitErr, ok := err.(*exec.ExitError); ok {
+		return out.String(), errOut.String(), exitErr.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errOut.String(), 0
+}
+
+func discover(t *testing.T, url string) platform.DiscoveryResponse {
+	t.Helper()
+	var resp platform.DiscoveryResponse
+	if err := json.Unmarshal([]byte(berth(t, "discover", "--url", url, "-o", "json")), &resp); err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+func findNode(resp platform.DiscoveryResponse, cluster, node string) *platform.DiscoveredNode {
+	for _, c := range resp.Clusters {
+		for i := range c.Nodes {
+			if c.ClusterID == cluster && c.Nodes[i].NodeID == node {
+				return &c.Nodes[i]
+			}
+		}
+	}
+	return nil
+}
+
+// redisPing sends PING to a Redis address and returns the reply line.
+func redisPing(addr string) (string, error) {
+	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := io.WriteString(conn, "PING\r\n"); err != nil {
+		return "", err
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	return strings.TrimSpace(line), err
+}
+
+func waitPong(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		reply, err := redisPing(addr)
+		if reply == "+PONG" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis at %s: %q, %v", addr, reply, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestQuickStart follows the README's quick start with the real binary.
+func TestQuickStart(t *testing.T) {
+	testenv.RequireBinary(t, "redis-server", "apt-get install -y redis-server")
+	dataDir := t.TempDir()
+	srv := startBerth(t, "--data-dir", dataDir)
+
+	out := berth(t, "provision", "--url", srv.URL, "--cluster", "demo", "--store", "redis", "--version", "7.0", "--wait", "-o", "json")
+	var prov platform.ProvisionResponse
+	if err := json.Unmarshal([]byte(out), &prov); err != nil || prov.Count != 1 || len(prov.NodeIDs) != 1 {
+		t.Fatalf("provision output %q (%v): want one node", out, err)
+	}
+	nodeID := prov.NodeIDs[0]
+
+	table := berth(t, "discover", "--url", srv.URL)
+	if !strings.Contains(table, "CLUSTER") || !regexp.MustCompile(`demo\s+`+nodeID+`\s+default\s+default\s+http://127\.0\.0\.1:\d+`).MatchString(table) {
+		t.Errorf("discover table does not list the node:\n%s", table)
+	}
+	node := findNode(discover(t, srv.URL), "demo", nodeID)
+	if node == nil || node.Addresses["store"] == "" {
+		t.Fatalf("discovery lacks the node or its store address: %+v", node)
+	}
+	waitPong(t, node.Addresses["store"])
+
+	berth(t, "deprovision", "--url", srv.URL, "--cluster", "demo", "--node", nodeID, "--wait")
+	if findNode(discover(t, srv.URL), "demo", nodeID) != nil {
+		t.Fatal("node still listed after deprovision")
+	}
+	if reply, err := redisPing(node.Addresses["store"]); err == nil {
+		t.Fatalf("redis still answers %q after deprovision", reply)
+	}
+	_, stderr, code := berthStatus(t, "deprovision", "--url", srv.URL, "--cluster", "demo", "--node", nodeID)
+	if code != 1 || !strings.Contains(stderr, nodeID) {
+		t.Fatalf("second deprovision: exit %d, stderr %q; want 1 naming the node", code, stderr)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(dataDir, "nodes")); len(entries) != 0 {
+		t.Errorf("node directories left behind: %v", entries)
+	}
+}
+
+// TestNodesSurviveRestart stops berth with SIGTERM while a node runs; the node
+// keeps serving and the next berth lists and removes it.
+func TestNodesSurviveRestart(t *testing.T) {
+	testenv.RequireBinary(t, "redis-server", "apt-get install -y redis-server")
+	dataDir := t.TempDir()
+	srv := startBerth(t, "--data-dir", dataDir)
+	out := berth(t, "provision", "--url", srv.URL, "--cluster", "keep", "--store", "redis", "--version", "7.0", "-o", "json")
+	var prov platform.ProvisionResponse
+	if err := json.Unmarshal([]byte(out), &prov); err != nil || len(prov.NodeIDs) != 1 {
+		t.Fatalf("provision output %q: %v", out, err)
+	}
+	node := findNode(discover(t, srv.URL), "keep", prov.NodeIDs[0])
+	waitPong(t, node.Addresses["store"])
+	srv.stop(t)
+
+	waitPong(t, node.Addresses["store"])
+	srv2 := startBerth(t, "--data-dir", dataDir)
+	if findNode(discover(t, srv2.URL), "keep", prov.NodeIDs[0]) == nil {
+		t.Fatal("restarted berth does not list the node")
+	}
+	berth(t, "deprovision", "--url", srv2.URL, "--cluster", "keep", "--node", prov.NodeIDs[0])
+	if reply, err := redisPing(node.Addresses["store"]); err == nil {
+		t.Fatalf("redis still answers %q after deprovision", reply)
+	}
+}
+
+// TestServeOptions covers the base path, the operational endpoints and
+// the config file.
+func TestServeOptions(t *testing.T) {
+	dataDir := t.TempDir()
+	config := filepath.Join(t.TempDir(), "berth.yaml")
+	if err := os.WriteFile(config, []byte(fmt.Sprintf("data-dir: %s\nbase-path: /platform/\nlog-format: json\n", dataDir)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := startBerth(t, "--config", config)
+	if !strings.HasSuffix(srv.URL, "/platform/") {
+		t.Fatalf("served at %s, want the config file's base path", srv.URL)
+	}
+	if resp := discover(t, srv.URL); len(resp.Clusters) != 0 {
+		t.Fatalf("fresh platform lists %+v", resp)
+	}
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/discover": 404, "/platform/discover": 200} {
+		resp, err := http.Get(srv.Root + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s = %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "state.db")); err != nil {
+		t.Errorf("the config file's data-dir is not used: %v", err)
+	}
+	srv.stop(t)
+	if !strings.Contains(srv.logs.String(), `"msg":"request"`) {
+		t.Errorf("no JSON request log lines:\n%s", srv.logs)
+	}
+}
+
+// TestServeRejectsBadFlags checks usage errors exit with status 2.
+func TestServeRejectsBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"serve", "--driver", "nosuch"},
+		{"serve", "--port-range", "10-5"},
+		{"serve", "--log-format", "xml"},
+		{"serve", "--no-such-flag"},
+		{"serve", "extra-argument"},
+	} {
+		_, stderr, code := berthStatus(t, append(args, "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0")...)
+		if code != 2 || stderr == "" {
+			t.Errorf("berth %v: exit %d, stderr %q; want 2 with a message", args, code, stderr)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the writer goroutine of exec and a
+// reading test.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
