@@ -317,3 +317,54 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// TestCatalogAddsAnAgent follows docs/catalog.md: a user catalogue layered
+// with --catalog replaces the Redis template with one that runs a second
+// process on the agent port. A second redis-server stands in for the agent,
+// so the test can check that something answers at the agent address.
+func TestCatalogAddsAnAgent(t *testing.T) {
+	testenv.RequireBinary(t, "redis-server", "apt-get install -y redis-server")
+	dir := t.TempDir()
+	files := map[string]string{
+		"local/stores.yaml":         "- store: redis\n  versions: redis/versions.yaml\n",
+		"local/redis/versions.yaml": "- version: \">=6.0\"\n  template: redis/redis-with-agent.yaml\n",
+		"local/redis/redis-with-agent.yaml": `ports: [store, agent]
+agent_address: "http://127.0.0.1:{{ .Ports.agent }}"
+processes:
+  - name: redis
+    argv: [redis-server, --port, "{{ .Ports.store }}", --bind, 127.0.0.1, --dir, "{{ .Dirs.data }}"]
+  - name: agent
+    argv: [redis-server, --port, "{{ .Ports.agent }}", --bind, 127.0.0.1, --dir, "{{ .Dirs.node }}"]
+`,
+	}
+	for name, content := range files {
+		path := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dataDir := t.TempDir()
+	srv := startBerth(t, "--data-dir", dataDir, "--catalog", dir)
+	out := berth(t, "provision", "--url", srv.URL, "--cluster", "agents", "--store", "redis", "--version", "7.2", "-o", "json")
+	var prov platform.ProvisionResponse
+	if err := json.Unmarshal([]byte(out), &prov); err != nil || len(prov.NodeIDs) != 1 {
+		t.Fatalf("provision output %q: %v", out, err)
+	}
+	node := findNode(discover(t, srv.URL), "agents", prov.NodeIDs[0])
+	waitPong(t, node.Addresses["store"])
+	waitPong(t, strings.TrimPrefix(node.AgentAddress, "http://"))
+	for _, name := range []string{"redis.log", "agent.log"} {
+		if _, err := os.Stat(filepath.Join(dataDir, "nodes", "agents", node.NodeID, "logs", name)); err != nil {
+			t.Errorf("log file: %v", err)
+		}
+	}
+	berth(t, "deprovision", "--url", srv.URL, "--cluster", "agents", "--node", node.NodeID)
+	for _, addr := range []string{node.Addresses["store"], node.Addresses["agent"]} {
+		if reply, err := redisPing(addr); err == nil {
+			t.Errorf("%s still answers %q after deprovision", addr, reply)
+		}
+	}
+}

@@ -79,7 +79,10 @@ Then, from another terminal:
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
-			return applyConfigFile(cmd)
+			if err := applyConfigFile(cmd); err != nil {
+				return usageError{err}
+			}
+			return nil
 		},
 	}
 	root.PersistentFlags().String("config", os.Getenv("BERTH_CONFIG"),
