@@ -110,6 +110,10 @@ func parseLayer(l Layer) (*layer, error) {
 		}
 		for i, rule := range rules {
 			where := fmt.Sprintf("%s: rule %d", manifest, i+1)
+			if rule == nil {
+				// A bare "-" decodes to a nil rule.
+				return nil, fmt.Errorf("%s: the rule is empty", where)
+			}
 			if err := platform.ValidateStore(rule.Store); err != nil {
 				return nil, fmt.Errorf("%s: store: %w", where, err)
 			}
@@ -121,6 +125,9 @@ func parseLayer(l Layer) (*layer, error) {
 			}
 			for j, vr := range rule.versions {
 				vwhere := fmt.Sprintf("%s/%s: rule %d", driver, rule.Versions, j+1)
+				if vr == nil {
+					return nil, fmt.Errorf("%s: the rule is empty", vwhere)
+				}
 				if vr.constraint, err = semver.NewConstraint(vr.Version); err != nil {
 					return nil, fmt.Errorf("%s: version %q is not a semantic-version range: %w", vwhere, vr.Version, err)
 				}

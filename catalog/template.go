@@ -159,9 +159,10 @@ func (t *Template) render(ctx Context) (*yaml.Node, error) {
 		}
 		n.Value = out.String()
 		n.Tag = "!!str"
-		if n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) == 0 {
-			n.Style = yaml.DoubleQuotedStyle
-		}
+		// Double quotes carry any string exactly. The YAML encoder's block
+		// styles do not: it drops leading spaces, adds line breaks to folded
+		// text and writes tabs the decoder then rejects.
+		n.Style = yaml.DoubleQuotedStyle
 	})
 	return root, renderErr
 }

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Limits on request values.
@@ -278,13 +279,14 @@ func ValidateID(id string) error {
 	if len(id) > MaxIDLength {
 		return fmt.Errorf("must be at most %d characters, not %d", MaxIDLength, len(id))
 	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if isAlnum(c) {
+	// Ranging over runes names a non-ASCII character as the user wrote it,
+	// not as its first byte.
+	for i, c := range id {
+		if c < utf8.RuneSelf && isAlnum(byte(c)) {
 			continue
 		}
 		if c != '.' && c != '_' && c != '-' {
-			return fmt.Errorf("%q has character %q: only letters, digits, '.', '_' and '-' are allowed", id, rune(c))
+			return fmt.Errorf("%q has character %q: only letters, digits, '.', '_' and '-' are allowed", id, c)
 		}
 		if i == 0 || i == len(id)-1 {
 			return fmt.Errorf("%q must begin and end with a letter or digit", id)
@@ -302,10 +304,9 @@ func ValidateStore(store string) error {
 	if len(store) > MaxIDLength {
 		return fmt.Errorf("must be at most %d characters, not %d", MaxIDLength, len(store))
 	}
-	for i := 0; i < len(store); i++ {
-		c := store[i]
+	for _, c := range store {
 		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-' || c == '/') {
-			return fmt.Errorf("%q has character %q: only lowercase letters, digits, '.', '_', '-' and '/' are allowed", store, rune(c))
+			return fmt.Errorf("%q has character %q: only lowercase letters, digits, '.', '_', '-' and '/' are allowed", store, c)
 		}
 	}
 	if strings.Contains(store, "..") {
@@ -327,9 +328,9 @@ func validateVersion(version string) error {
 	if len(version) > MaxIDLength {
 		return fmt.Errorf("must be at most %d characters, not %d", MaxIDLength, len(version))
 	}
-	for i := 0; i < len(version); i++ {
-		if c := version[i]; c <= ' ' || c > '~' {
-			return fmt.Errorf("%q has character %q: only printable ASCII without spaces is allowed", version, rune(c))
+	for _, c := range version {
+		if c <= ' ' || c > '~' {
+			return fmt.Errorf("%q has character %q: only printable ASCII without spaces is allowed", version, c)
 		}
 	}
 	return nil

@@ -36,7 +36,9 @@ func (s *Server) withRequestLog(next http.HandlerFunc) http.HandlerFunc {
 				}
 				s.logger.ErrorContext(r.Context(), "panic serving request", "request_id", id, "panic", p)
 				if rec.status == 0 {
-					s.writeError(rec, r, http.StatusInternalServerError, platform.Errorf(platform.EINTERNAL, "panic: %v", p))
+					// The panic is logged above; like any internal error its
+					// detail is not sent.
+					s.writeJSON(rec, r, http.StatusInternalServerError, map[string]any{"error": true, "error_msg": "internal error"})
 				}
 			}
 			level := slog.LevelInfo

@@ -52,6 +52,11 @@ func Serve(ctx context.Context, ln net.Listener, handler http.Handler, t Timeout
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), t.Shutdown)
 	defer cancel()
 	err := srv.Shutdown(shutdownCtx)
+	if err != nil {
+		// The grace period is over: cut the connections still open, which
+		// also ends their requests' contexts.
+		_ = srv.Close()
+	}
 	if serveErr := <-errc; serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return serveErr
 	}
