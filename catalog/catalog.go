@@ -191,6 +191,10 @@ func (c *Catalog) Lookup(req Request) (*Template, error) {
 			break
 		}
 	}
+	if !storeKnown && c.hasStore(req.Driver, req.Store) {
+		return nil, platform.Errorf(platform.EUNPROCESSABLE, "store %q has templates for the %s driver, but none whose attribute matchers match the request's attributes",
+			req.Store, req.Driver)
+	}
 	if !storeKnown {
 		return nil, platform.Errorf(platform.EUNPROCESSABLE, "store %q has no template for the %s driver; the catalogue has: %s",
 			req.Store, req.Driver, orNone(c.storeNames(req.Driver)))
@@ -230,6 +234,15 @@ func (c *Catalog) Stores(driver string) []StoreInfo {
 		}
 	}
 	return infos
+}
+
+func (c *Catalog) hasStore(driver, store string) bool {
+	for _, info := range c.Stores(driver) {
+		if info.Store == store {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Catalog) storeNames(driver string) []string {

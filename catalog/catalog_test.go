@@ -463,6 +463,10 @@ func TestNewRejectsBrokenCatalogues(t *testing.T) {
 			[]string{"template local/redis/t.yaml:", `function "exec" not defined`}},
 		{"template bad YAML", map[string]string{"local/stores.yaml": stores, "local/redis/versions.yaml": versions, "local/redis/t.yaml": "argv: [a\n"},
 			[]string{"template local/redis/t.yaml: yaml:"}},
+		{"template unquoted action", map[string]string{"local/stores.yaml": stores, "local/redis/versions.yaml": versions, "local/redis/t.yaml": "argv: [redis-server]\ndir: {{ .Dirs.data }}\n"},
+			[]string{"template local/redis/t.yaml: line 2: template actions must be inside quoted values"}},
+		{"template templated key", map[string]string{"local/stores.yaml": stores, "local/redis/versions.yaml": versions, "local/redis/t.yaml": "env:\n  \"{{ .NodeID }}\": x\n"},
+			[]string{"template local/redis/t.yaml: line 2:", "keys cannot be templated"}},
 		{"template empty", map[string]string{"local/stores.yaml": stores, "local/redis/versions.yaml": versions, "local/redis/t.yaml": "# nothing\n"},
 			[]string{"template local/redis/t.yaml is empty"}},
 	}

@@ -77,6 +77,9 @@ func loadTemplate(fsys fs.FS, driver, name string) (*Template, error) {
 	if t.root.Kind == 0 {
 		return nil, fmt.Errorf("template %s is empty", t.Name)
 	}
+	if err := checkKeys(t.root); err != nil {
+		return nil, fmt.Errorf("template %s: %w", t.Name, err)
+	}
 	var parseErr error
 	walkScalars(t.root, func(n *yaml.Node) {
 		if parseErr != nil || !strings.Contains(n.Value, "{{") {
@@ -96,6 +99,26 @@ func loadTemplate(fsys fs.FS, driver, name string) (*Template, error) {
 		return nil, parseErr
 	}
 	return t, nil
+}
+
+// checkKeys rejects template actions outside scalar values. An unquoted
+// {{ ... }} is YAML for a flow mapping whose key is a mapping, and keys are
+// never rendered, so either would silently not be the template its author meant.
+func checkKeys(n *yaml.Node) error {
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i < len(n.Content); i += 2 {
+			key := n.Content[i]
+			if key.Kind != yaml.ScalarNode || strings.Contains(key.Value, "{{") {
+				return fmt.Errorf("line %d: template actions must be inside quoted values (write \"{{ ... }}\"), and keys cannot be templated", key.Line)
+			}
+		}
+	}
+	for _, c := range n.Content {
+		if err := checkKeys(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // walkScalars calls fn for every scalar value (mapping keys excluded).

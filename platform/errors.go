@@ -47,25 +47,30 @@ func Wrap(code string, err error, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...), Err: err}
 }
 
-// ErrorCode returns the code of the first *Error in err's chain, EINTERNAL for
-// any other non-nil error, and "" for nil.
+// ErrorCode returns the code of the first *Error in err's chain; EINTERNAL
+// for any other non-nil error and for an *Error without a known code; "" for
+// nil.
 func ErrorCode(err error) string {
 	var e *Error
 	if err == nil {
 		return ""
-	} else if errors.As(err, &e) {
+	} else if errors.As(err, &e) && knownCodes[e.Code] {
 		return e.Code
 	}
 	return EINTERNAL
 }
 
+var knownCodes = map[string]bool{
+	EINVALID: true, ENOTFOUND: true, ECONFLICT: true, EUNPROCESSABLE: true, EUNAVAILABLE: true, EINTERNAL: true,
+}
+
 // ErrorMessage returns the user-facing message of the first *Error in err's
-// chain; other errors are internal and get a generic message.
+// chain. Internal errors get a generic message: their detail is for logs.
 func ErrorMessage(err error) string {
 	var e *Error
 	if err == nil {
 		return ""
-	} else if errors.As(err, &e) {
+	} else if ErrorCode(err) != EINTERNAL && errors.As(err, &e) {
 		return e.Message
 	}
 	return "internal error"

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -63,15 +64,18 @@ func causes(err error) []string {
 }
 
 func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, status int, value any) {
-	data, err := json.Marshal(value)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // messages quote ranges such as ">=6.0"
+	err := enc.Encode(value)
+	data := buf.Bytes()
 	if err != nil {
 		s.logger.ErrorContext(r.Context(), "encoding response", "request_id", requestID(r.Context()), "error", err)
-		status, data = http.StatusInternalServerError, []byte(`{"error":true,"error_msg":"internal error"}`)
+		status, data = http.StatusInternalServerError, []byte(`{"error":true,"error_msg":"internal error"}`+"\n")
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	if r.Method != http.MethodHead {
-		data = append(data, '\n')
 		if _, err := w.Write(data); err != nil {
 			s.logger.DebugContext(r.Context(), "writing response", "request_id", requestID(r.Context()), "error", err, slog.Int("status", status))
 		}

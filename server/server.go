@@ -124,10 +124,20 @@ func (s *Server) handleDiscover(w http.ResponseWriter, r *http.Request) {
 		s.renderError(w, r, err)
 		return
 	}
-	if resp.Clusters == nil {
-		resp.Clusters = []platform.ClusterDiscovery{}
+	s.writeJSON(w, r, http.StatusOK, withEmptyLists(resp))
+}
+
+// withEmptyLists returns resp with [] where a driver left a nil list:
+// Replicante's client does not accept null for clusters or nodes.
+func withEmptyLists(resp platform.DiscoveryResponse) platform.DiscoveryResponse {
+	out := platform.DiscoveryResponse{Clusters: make([]platform.ClusterDiscovery, len(resp.Clusters))}
+	for i, c := range resp.Clusters {
+		if c.Nodes == nil {
+			c.Nodes = []platform.DiscoveredNode{}
+		}
+		out.Clusters[i] = c
 	}
-	s.writeJSON(w, r, http.StatusOK, resp)
+	return out
 }
 
 func (s *Server) handleProvision(w http.ResponseWriter, r *http.Request) {

@@ -566,8 +566,8 @@ func TestInternalErrorsAreNotSent(t *testing.T) {
 	}{
 		{"plain", errors.New(secret), "internal error"},
 		{"wrapped plain", fmt.Errorf("saving: %w", errors.New(secret)), "internal error"},
-		// An *Error's message is written for the user; its cause is not.
-		{"EINTERNAL with cause", platform.Wrap(platform.EINTERNAL, errors.New(secret), "saving node state"), "saving node state"},
+		// Even an *Error with code EINTERNAL is answered generically.
+		{"EINTERNAL with cause", platform.Wrap(platform.EINTERNAL, errors.New(secret), "saving node state"), "internal error"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
