@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -50,7 +49,7 @@ type berthServer struct {
 	cmd  *exec.Cmd
 	URL  string // the API base URL, ending in "/"
 	Root string // scheme and host
-	logs *syncBuffer
+	logs *testenv.Buffer
 	done chan error
 }
 
@@ -63,7 +62,7 @@ func startBerth(t *testing.T, args ...string) *berthServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &berthServer{cmd: cmd, logs: &syncBuffer{}, done: make(chan error, 1)}
+	s := &berthServer{cmd: cmd, logs: &testenv.Buffer{}, done: make(chan error, 1)}
 	cmd.Stderr = s.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -297,25 +296,6 @@ func TestServeRejectsBadFlags(t *testing.T) {
 			t.Errorf("berth %v: exit %d, stderr %q; want 2 with a message", args, code, stderr)
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the writer goroutine of exec and a
-// reading test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // TestCatalogAddsAnAgent follows docs/catalog.md: a user catalogue layered
