@@ -6,6 +6,7 @@ package test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berthio/berth/client"
 	"github.com/berthio/berth/internal/testenv"
 	"github.com/berthio/berth/platform"
 )
@@ -345,6 +347,58 @@ processes:
 	for _, addr := range []string{node.Addresses["store"], node.Addresses["agent"]} {
 		if reply, err := redisPing(addr); err == nil {
 			t.Errorf("%s still answers %q after deprovision", addr, reply)
+		}
+	}
+}
+
+// TestConcurrentProvisionsOverHTTP sends twenty provisions at once into a
+// group with desired_count 3 through the real server: exactly three nodes.
+func TestConcurrentProvisionsOverHTTP(t *testing.T) {
+	testenv.RequireBinary(t, "redis-server", "apt-get install -y redis-server")
+	srv := startBerth(t, "--data-dir", t.TempDir())
+	c, err := client.New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := platform.ProvisionRequest{
+		Cluster: platform.ClusterSpec{
+			ClusterID: "crowd", Store: "redis", StoreVersion: "7.0", Attributes: map[string]any{},
+			Nodes: map[string]platform.NodeGroup{"g": {DesiredCount: 3, NodeClass: "small", Attributes: map[string]any{}}},
+		},
+		Provision: platform.ProvisionSpec{NodeGroupID: "g", Count: 2},
+	}
+	results := make(chan platform.ProvisionResponse, 20)
+	errs := make(chan error, 20)
+	for i := 0; i < 20; i++ {
+		go func() {
+			resp, err := c.Provision(context.Background(), req)
+			results <- resp
+			errs <- err
+		}()
+	}
+	var ids []string
+	for i := 0; i < 20; i++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+		resp := <-results
+		if resp.Count != len(resp.NodeIDs) {
+			t.Errorf("response %+v: count and node_ids disagree", resp)
+		}
+		ids = append(ids, resp.NodeIDs...)
+	}
+	disc := discover(t, srv.URL)
+	if len(ids) != 3 || len(disc.Clusters) != 1 || len(disc.Clusters[0].Nodes) != 3 {
+		t.Fatalf("20 concurrent provisions returned nodes %v and discovery %+v; want exactly 3", ids, disc)
+	}
+	for _, id := range ids {
+		node := findNode(disc, "crowd", id)
+		if node == nil {
+			t.Fatalf("returned node %s is not discovered", id)
+		}
+		waitPong(t, node.Addresses["store"])
+		if err := c.Deprovision(context.Background(), platform.DeprovisionRequest{ClusterID: "crowd", NodeID: id}); err != nil {
+			t.Error(err)
 		}
 	}
 }
