@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"os"
 	"sort"
 	"strings"
 
@@ -217,3 +218,15 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool)
 
 // String describes the server for logs.
 func (s *Server) String() string { return fmt.Sprintf("platform API under %s", s.basePath) }
+
+// NodeInspector is implemented by drivers that can show operators their
+// nodes in detail: GET /v1/nodes, GET /v1/nodes/{cluster}/{node}/logs.
+type NodeInspector interface {
+	// Nodes lists every node with its state and processes.
+	Nodes(ctx context.Context) ([]platform.NodeStatus, error)
+	// OpenLog opens the current log file of one process of a node (process
+	// "" means the node's first process); ENOTFOUND for an unknown node or
+	// process. Log files may be rotated: a follower reopens the log when
+	// the file it holds is no longer the current one.
+	OpenLog(ctx context.Context, clusterID, nodeID, process string) (*os.File, error)
+}
