@@ -42,6 +42,42 @@ type Context struct {
 	// Dirs are the node's directories, by name (for the local driver:
 	// "node", "data" and "logs").
 	Dirs map[string]string
+	// Peers are the cluster's other nodes, oldest first: for a provision,
+	// the nodes that exist before this one (including those provisioned
+	// earlier in the same request); for a hook, the other nodes now.
+	Peers []Peer
+	// Captured holds the values earlier hook steps captured, by name.
+	Captured map[string]string
+}
+
+// Peer is another node of the same cluster, as templates see it.
+type Peer struct {
+	NodeID    string
+	NodeGroup string
+	NodeClass string
+	Ports     map[string]int
+}
+
+// PeersIn returns the peers of one node group, for example to render the
+// address of a primary: {{ range .PeersIn "primary" }}...{{ end }}.
+func (c Context) PeersIn(group string) []Peer {
+	var peers []Peer
+	for _, p := range c.Peers {
+		if p.NodeGroup == group {
+			peers = append(peers, p)
+		}
+	}
+	return peers
+}
+
+// FirstPeer returns the oldest peer of a node group, and an error (which
+// fails the render) when the group has none: a replica cannot be rendered
+// before its primary exists.
+func (c Context) FirstPeer(group string) (Peer, error) {
+	if peers := c.PeersIn(group); len(peers) > 0 {
+		return peers[0], nil
+	}
+	return Peer{}, fmt.Errorf("cluster %s has no node in group %q yet", c.ClusterID, group)
 }
 
 // Attr returns the attribute key as text (strings as they are, other JSON
@@ -70,7 +106,13 @@ func loadTemplate(fsys fs.FS, driver, name string) (*Template, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &Template{Name: path.Join(driver, name), root: &yaml.Node{}, scalars: map[string]*template.Template{}}
+	return Parse(path.Join(driver, name), data)
+}
+
+// Parse parses a template from its YAML text; name is for messages. Drivers
+// use it to reload a section they stored (see Split).
+func Parse(name string, data []byte) (*Template, error) {
+	t := &Template{Name: name, root: &yaml.Node{}, scalars: map[string]*template.Template{}}
 	if err := yaml.Unmarshal(data, t.root); err != nil {
 		return nil, fmt.Errorf("template %s: %w", t.Name, err)
 	}
@@ -135,6 +177,54 @@ func walkScalars(n *yaml.Node, fn func(*yaml.Node)) {
 	case yaml.ScalarNode:
 		fn(n)
 	}
+}
+
+// Split returns the template without its top-level key, and that key's
+// value as a template of its own (nil when the key is absent). A driver
+// renders the rest at provision time and keeps the section, as text from
+// Source, to render later with values known only then, such as hooks that
+// run at deprovision time with the peers of that moment.
+func (t *Template) Split(key string) (rest, section *Template) {
+	doc := t.root
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
+		doc = doc.Content[0]
+	}
+	if doc.Kind != yaml.MappingNode {
+		return t, nil
+	}
+	restRoot := &yaml.Node{Kind: yaml.MappingNode, Tag: doc.Tag, Style: doc.Style}
+	for i := 0; i+1 < len(doc.Content); i += 2 {
+		if doc.Content[i].Value == key {
+			section = &Template{Name: t.Name + "#" + key, root: doc.Content[i+1], scalars: t.scalars}
+			continue
+		}
+		restRoot.Content = append(restRoot.Content, doc.Content[i], doc.Content[i+1])
+	}
+	return &Template{Name: t.Name, root: restRoot, scalars: t.scalars}, section
+}
+
+// Items returns the elements of a template whose value is a list, each a
+// template of its own, so that a driver can render one list item at a time
+// (a step that needs what the step before it captured). Nil for a non-list.
+func (t *Template) Items() []*Template {
+	root := t.root
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = root.Content[0]
+	}
+	if root.Kind != yaml.SequenceNode {
+		return nil
+	}
+	items := make([]*Template, len(root.Content))
+	for i, n := range root.Content {
+		items[i] = &Template{Name: fmt.Sprintf("%s[%d]", t.Name, i), root: n, scalars: t.scalars}
+	}
+	return items
+}
+
+// Source returns the template's YAML text, unrendered.
+func (t *Template) Source() (string, error) {
+	data, err := yaml.Marshal(t.root)
+	return string(data), err
 }
 
 // Decode decodes the template as it is, unrendered, into out: for the parts a

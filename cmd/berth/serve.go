@@ -33,6 +33,7 @@ type serveOptions struct {
 	portRange   string
 	gracePeriod time.Duration
 	maxBody     int64
+	logMax      int64
 }
 
 func newServeCommand() *cobra.Command {
@@ -58,6 +59,7 @@ their state and files under --data-dir; they keep running when berth stops.`,
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&o.portRange, "port-range", local.DefaultPortRange.String(), "local driver: range node ports are allocated from, MIN-MAX")
 	f.DurationVar(&o.gracePeriod, "grace-period", local.DefaultGracePeriod, "local driver: time a deprovisioned node has to exit after SIGTERM before SIGKILL")
+	f.Int64Var(&o.logMax, "node-log-max-bytes", local.DefaultLogMaxBytes, "local driver: size at which a node process's log is rotated (one old file is kept)")
 	f.Int64Var(&o.maxBody, "max-body-bytes", server.DefaultMaxBodyBytes, "largest request body accepted")
 	return cmd
 }
@@ -86,6 +88,7 @@ func serve(cmd *cobra.Command, o serveOptions) error {
 		Catalog:     cat,
 		Ports:       ports,
 		GracePeriod: o.gracePeriod,
+		LogMaxBytes: o.logMax,
 		Logger:      logger,
 	})
 	if err != nil {

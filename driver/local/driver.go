@@ -4,8 +4,9 @@
 // Every node has a directory <data-dir>/nodes/<cluster>/<node>/ with its data
 // and one log file per process, and a record in an embedded bbolt database
 // (<data-dir>/state.db) holding its cluster, group, class, store, rendered
-// spec, ports and process IDs. Processes run in their own sessions and write
-// their output to their log files themselves, so they outlive Berth.
+// spec, ports and processes. Processes run in their own sessions and write
+// their output to their log files themselves, so they outlive Berth; a
+// restarted Berth re-attaches to them (pidfds) and supervises them again.
 package local
 
 import (
@@ -17,6 +18,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -30,9 +32,11 @@ import (
 // DriverName is the name of this driver's folder in the catalogue.
 const DriverName = "local"
 
-// DefaultGracePeriod is how long a deprovisioned node's processes get to
-// exit after SIGTERM before they are killed.
-const DefaultGracePeriod = 10 * time.Second
+// Defaults for Options.
+const (
+	DefaultGracePeriod = 10 * time.Second
+	DefaultLogMaxBytes = 10 << 20
+)
 
 // Catalog finds the template of a node.
 type Catalog interface {
@@ -41,11 +45,18 @@ type Catalog interface {
 
 // Options configure a Driver.
 type Options struct {
-	DataDir     string
-	Catalog     Catalog
-	Ports       PortRange     // default DefaultPortRange
-	GracePeriod time.Duration // default DefaultGracePeriod
-	Logger      *slog.Logger
+	DataDir string
+	Catalog Catalog
+	Ports   PortRange // default DefaultPortRange
+	// GracePeriod is how long a deprovisioned node's processes get to exit
+	// after their stop signal before SIGKILL.
+	GracePeriod time.Duration
+	// LogMaxBytes caps each process log: past it the log is copied to
+	// <name>.log.1 (replacing the previous one) and emptied.
+	LogMaxBytes int64
+	// LogCheckInterval is how often logs are measured (default 10s).
+	LogCheckInterval time.Duration
+	Logger           *slog.Logger
 }
 
 // Driver is the local process driver.
@@ -53,16 +64,20 @@ type Driver struct {
 	opts   Options
 	db     *bolt.DB
 	logger *slog.Logger
+	closed chan struct{}
+	bg     sync.WaitGroup
 
-	mu   sync.Mutex
-	busy map[string]*nodeLock // per-node locks: deprovisions of one node run one at a time
+	mu    sync.Mutex
+	busy  map[string]*nodeLock // per-node locks: work on one node runs one at a time
+	nodes map[string]*node     // supervision of running nodes
 
 	// nextPort is where the next port search starts; only read and written
 	// inside bbolt update transactions, which run one at a time.
 	nextPort int
 }
 
-// Open opens the driver's state under opts.DataDir, creating it if needed.
+// Open opens the driver's state under opts.DataDir, creating it if needed,
+// and re-attaches to the nodes it records.
 func Open(opts Options) (*Driver, error) {
 	if opts.DataDir == "" {
 		return nil, errors.New("local driver: a data directory is required")
@@ -79,6 +94,12 @@ func Open(opts Options) (*Driver, error) {
 	if opts.GracePeriod <= 0 {
 		opts.GracePeriod = DefaultGracePeriod
 	}
+	if opts.LogMaxBytes <= 0 {
+		opts.LogMaxBytes = DefaultLogMaxBytes
+	}
+	if opts.LogCheckInterval <= 0 {
+		opts.LogCheckInterval = 10 * time.Second
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -87,24 +108,43 @@ func Open(opts Options) (*Driver, error) {
 		return nil, err
 	}
 	opts.DataDir = dataDir
-	if err := os.MkdirAll(filepath.Join(dataDir, "nodes"), 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Join(dataDir, "nodes"), 0o755); err != nil {
 		return nil, fmt.Errorf("creating data directory: %w", err)
 	}
 	db, err := openState(dataDir)
 	if err != nil {
 		return nil, err
 	}
-	return &Driver{
+	d := &Driver{
 		opts:     opts,
 		db:       db,
 		logger:   opts.Logger,
+		closed:   make(chan struct{}),
 		busy:     map[string]*nodeLock{},
+		nodes:    map[string]*node{},
 		nextPort: opts.Ports.Min,
-	}, nil
+	}
+	if err := d.recoverNodes(context.Background()); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("re-attaching to nodes: %w", err)
+	}
+	d.bg.Add(1)
+	go d.capLogs()
+	return d, nil
 }
 
-// Close closes the state database. Nodes keep running.
-func (d *Driver) Close() error { return d.db.Close() }
+// Close stops supervising and closes the state database. Nodes keep running;
+// the next Open re-attaches to them.
+func (d *Driver) Close() error {
+	select {
+	case <-d.closed:
+		return nil
+	default:
+	}
+	close(d.closed)
+	d.bg.Wait()
+	return d.db.Close()
+}
 
 // Ready reports whether the state database is usable.
 func (d *Driver) Ready(ctx context.Context) error {
@@ -123,16 +163,12 @@ func (d *Driver) Discover(ctx context.Context) (platform.DiscoveryResponse, erro
 				n++
 			}
 			group := rec.Group
-			addresses := make(map[string]string, len(rec.Ports))
-			for name, port := range rec.Ports {
-				addresses[name] = net.JoinHostPort(loopback, strconv.Itoa(port))
-			}
 			resp.Clusters[n-1].Nodes = append(resp.Clusters[n-1].Nodes, platform.DiscoveredNode{
 				AgentAddress: rec.Spec.AgentAddress,
 				NodeID:       rec.NodeID,
 				NodeClass:    rec.Class,
 				NodeGroup:    &group,
-				Addresses:    addresses,
+				Addresses:    rec.addresses(),
 			})
 			return nil
 		})
@@ -143,10 +179,70 @@ func (d *Driver) Discover(ctx context.Context) (platform.DiscoveryResponse, erro
 	return resp, nil
 }
 
+func (r *nodeRecord) addresses() map[string]string {
+	addresses := make(map[string]string, len(r.Ports))
+	for name, port := range r.Ports {
+		addresses[name] = net.JoinHostPort(loopback, strconv.Itoa(port))
+	}
+	return addresses
+}
+
+// Nodes lists every node with its processes, for operators.
+func (d *Driver) Nodes(ctx context.Context) ([]platform.NodeStatus, error) {
+	nodes := []platform.NodeStatus{}
+	err := d.db.View(func(tx *bolt.Tx) error {
+		return forEachNode(tx, "", func(rec *nodeRecord) error {
+			status := platform.NodeStatus{
+				ClusterID: rec.ClusterID, NodeID: rec.NodeID, NodeGroup: rec.Group, NodeClass: rec.Class,
+				Store: rec.Store, Version: rec.Version, State: rec.State, AgentAddress: rec.Spec.AgentAddress,
+				Addresses: rec.addresses(), Processes: []platform.ProcessStatus{}, CreatedAt: rec.CreatedAt,
+			}
+			for _, p := range rec.Processes {
+				status.Processes = append(status.Processes, platform.ProcessStatus{
+					Name: p.Name, PID: p.PID, State: p.State, Restarts: p.Restarts, LastExit: p.LastExit, StartedAt: p.StartedAt,
+				})
+			}
+			nodes = append(nodes, status)
+			return nil
+		})
+	})
+	return nodes, err
+}
+
+// OpenLog opens the current log file of one process of a node.
+func (d *Driver) OpenLog(ctx context.Context, clusterID, nodeID, process string) (*os.File, error) {
+	rec, err := d.record(clusterID, nodeID)
+	if err != nil {
+		return nil, err
+	}
+	if rec == nil {
+		return nil, platform.Errorf(platform.ENOTFOUND, "cluster %q has no node %q on this platform", clusterID, nodeID)
+	}
+	var names []string
+	for _, p := range rec.Spec.Processes {
+		names = append(names, p.Name)
+	}
+	if process == "" && len(names) > 0 {
+		process = names[0]
+	}
+	for _, name := range names {
+		if name == process {
+			f, err := os.Open(filepath.Join(d.dirs(rec).Logs, name+".log"))
+			if errors.Is(err, os.ErrNotExist) {
+				return nil, platform.Errorf(platform.ENOTFOUND, "process %q of node %q has no log yet", process, nodeID)
+			}
+			return f, err
+		}
+	}
+	return nil, platform.Errorf(platform.ENOTFOUND, "node %q has no process %q (it has: %v)", nodeID, process, names)
+}
+
 // Provision records and starts up to req.Provision.Count nodes, never more
 // than the group's desired_count minus the nodes it already has. Nodes are
-// recorded (durably) before their processes start; if any node of the
-// request fails to start, every node of the request is stopped and removed.
+// recorded (durably) before anything starts, then started one after the
+// other (init steps, processes, post_start hooks), so that each node's
+// template can rely on the nodes before it. If any node fails, every node of
+// the request is stopped and removed.
 func (d *Driver) Provision(ctx context.Context, req platform.ProvisionRequest) (platform.ProvisionResponse, error) {
 	tmpl, err := d.opts.Catalog.Lookup(catalog.Request{
 		Driver:     DriverName,
@@ -175,9 +271,30 @@ func (d *Driver) Provision(ctx context.Context, req platform.ProvisionRequest) (
 	}
 	// The request's client going away must not leave half-started nodes.
 	ctx = context.WithoutCancel(ctx)
-	if err := d.start(ctx, records); err != nil {
+	for _, rec := range records {
+		if err := d.start(ctx, rec); err != nil {
+			d.rollback(ctx, records)
+			return platform.ProvisionResponse{}, err
+		}
+	}
+	// Only now is the provision answered: a node still "starting" after a
+	// crash is one nobody was told about, and is rolled back.
+	err = d.db.Update(func(tx *bolt.Tx) error {
+		for _, rec := range records {
+			stored, err := getNode(tx, rec.ClusterID, rec.NodeID)
+			if err != nil || stored == nil {
+				return fmt.Errorf("node %s lost its record: %v", rec.NodeID, err)
+			}
+			stored.State = nodeState(stored.Processes)
+			if err := putNode(tx, stored); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		d.rollback(ctx, records)
-		return platform.ProvisionResponse{}, err
+		return platform.ProvisionResponse{}, fmt.Errorf("recording started nodes: %w", err)
 	}
 	for _, rec := range records {
 		resp.NodeIDs = append(resp.NodeIDs, rec.NodeID)
@@ -193,15 +310,28 @@ func (d *Driver) Provision(ctx context.Context, req platform.ProvisionRequest) (
 // time, so concurrent provisions never exceed desired_count.
 func (d *Driver) reserve(req platform.ProvisionRequest, tmpl *catalog.Template, portNames []string) ([]*nodeRecord, error) {
 	group := req.Group()
+	body, hooks := tmpl.Split("hooks")
+	hooksSource := ""
+	if hooks != nil {
+		var err error
+		if hooksSource, err = hooks.Source(); err != nil {
+			return nil, err
+		}
+	}
+	attributes := req.Attributes()
 	var records []*nodeRecord
 	err := d.db.Update(func(tx *bolt.Tx) error {
 		records = nil
 		existing := 0
 		taken := map[string]bool{}
+		var peers []*nodeRecord
 		err := forEachNode(tx, req.Cluster.ClusterID, func(rec *nodeRecord) error {
 			taken[rec.NodeID] = true
 			if rec.Group == req.Provision.NodeGroupID {
 				existing++
+			}
+			if rec.State != stateStopping {
+				peers = append(peers, rec)
 			}
 			return nil
 		})
@@ -211,16 +341,18 @@ func (d *Driver) reserve(req platform.ProvisionRequest, tmpl *catalog.Template, 
 		n := min(req.Provision.Count, group.DesiredCount-existing)
 		for i := 0; i < n; i++ {
 			rec := &nodeRecord{
-				ClusterID: req.Cluster.ClusterID,
-				NodeID:    newNodeID(taken),
-				Group:     req.Provision.NodeGroupID,
-				Class:     group.NodeClass,
-				Store:     req.Cluster.Store,
-				Version:   req.StoreVersion(),
-				Template:  tmpl.Name,
-				Ports:     map[string]int{},
-				State:     stateStarting,
-				CreatedAt: time.Now().UTC(),
+				ClusterID:  req.Cluster.ClusterID,
+				NodeID:     newNodeID(taken),
+				Group:      req.Provision.NodeGroupID,
+				Class:      group.NodeClass,
+				Store:      req.Cluster.Store,
+				Version:    req.StoreVersion(),
+				Template:   tmpl.Name,
+				Hooks:      hooksSource,
+				Attributes: attributes,
+				Ports:      map[string]int{},
+				State:      stateStarting,
+				CreatedAt:  time.Now().UTC(),
 			}
 			taken[rec.NodeID] = true
 			for _, name := range portNames {
@@ -231,76 +363,97 @@ func (d *Driver) reserve(req platform.ProvisionRequest, tmpl *catalog.Template, 
 				d.nextPort = port + 1
 				rec.Ports[name] = port
 			}
-			dirs := d.dirs(rec)
-			err := tmpl.Render(catalog.Context{
-				ClusterID:  rec.ClusterID,
-				NodeID:     rec.NodeID,
-				NodeGroup:  rec.Group,
-				NodeClass:  rec.Class,
-				Store:      rec.Store,
-				Version:    rec.Version,
-				Attributes: req.Attributes(),
-				Ports:      rec.Ports,
-				Dirs:       dirs.templateValues(),
-			}, &rec.Spec)
-			if err != nil {
+			if err := body.Render(d.templateContext(rec, peers), &rec.Spec); err != nil {
 				return err
 			}
 			rec.Spec.Ports = portNames
-			if err := rec.Spec.check(); err != nil {
+			if err := rec.Spec.resolve(); err != nil {
 				return platform.Errorf(platform.EUNPROCESSABLE, "template %s: %v", tmpl.Name, err)
 			}
-			if err := rec.Spec.checkPrograms(); err != nil {
+			if err := rec.Spec.checkHost(); err != nil {
 				return platform.Errorf(platform.EUNPROCESSABLE, "%s %s cannot run here: %v", rec.Store, rec.Version, err)
 			}
 			if err := putNode(tx, rec); err != nil {
 				return err
 			}
 			records = append(records, rec)
+			peers = append(peers, rec)
 		}
 		return nil
 	})
 	return records, err
 }
 
-// start creates the nodes' directories, starts their processes and records
-// the process IDs.
-func (d *Driver) start(ctx context.Context, records []*nodeRecord) error {
-	var startErr error
-	for _, rec := range records {
-		dirs := d.dirs(rec)
-		if err := dirs.create(); err != nil {
-			startErr = fmt.Errorf("node %s: %w", rec.NodeID, err)
-			break
-		}
-		for _, spec := range rec.Spec.Processes {
-			proc, err := startProcess(spec, dirs, d.exited(rec.ClusterID, rec.NodeID))
-			if proc.PID > 0 {
-				rec.Processes = append(rec.Processes, proc)
-			}
-			if err != nil {
-				startErr = platform.Wrap(platform.EUNPROCESSABLE, err, "node %s: process %s failed to start", rec.NodeID, spec.Name)
-				break
-			}
-		}
-		if startErr != nil {
-			break
-		}
-		rec.State = stateRunning
+// templateContext is what a node's template renders with.
+func (d *Driver) templateContext(rec *nodeRecord, peers []*nodeRecord) catalog.Context {
+	ctx := catalog.Context{
+		ClusterID:  rec.ClusterID,
+		NodeID:     rec.NodeID,
+		NodeGroup:  rec.Group,
+		NodeClass:  rec.Class,
+		Store:      rec.Store,
+		Version:    rec.Version,
+		Attributes: rec.Attributes,
+		Ports:      rec.Ports,
+		Dirs:       d.dirs(rec).templateValues(),
 	}
-	err := d.db.Update(func(tx *bolt.Tx) error {
-		for _, rec := range records {
-			if err := putNode(tx, rec); err != nil {
-				return err
-			}
+	sorted := append([]*nodeRecord(nil), peers...)
+	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].CreatedAt.Before(sorted[j].CreatedAt) })
+	for _, p := range sorted {
+		if p.NodeID != rec.NodeID {
+			ctx.Peers = append(ctx.Peers, catalog.Peer{NodeID: p.NodeID, NodeGroup: p.Group, NodeClass: p.Class, Ports: p.Ports})
 		}
-		return nil
+	}
+	return ctx
+}
+
+// currentPeers returns the other nodes of rec's cluster that are not being
+// removed.
+func (d *Driver) currentPeers(rec *nodeRecord) ([]*nodeRecord, error) {
+	var peers []*nodeRecord
+	err := d.db.View(func(tx *bolt.Tx) error {
+		return forEachNode(tx, rec.ClusterID, func(p *nodeRecord) error {
+			if p.NodeID != rec.NodeID && p.State != stateStopping {
+				peers = append(peers, p)
+			}
+			return nil
+		})
 	})
-	if startErr != nil {
-		return startErr
-	}
+	return peers, err
+}
+
+// start brings up one recorded node: directories, init steps, processes
+// (recorded as they start), then post_start hooks.
+func (d *Driver) start(ctx context.Context, rec *nodeRecord) error {
+	dirs := d.dirs(rec)
+	owner, err := rec.Spec.owner()
 	if err != nil {
-		return fmt.Errorf("recording started processes: %w", err)
+		return platform.Wrap(platform.EUNPROCESSABLE, err, "node %s", rec.NodeID)
+	}
+	if err := dirs.create(owner); err != nil {
+		return fmt.Errorf("node %s: %w", rec.NodeID, err)
+	}
+	if err := d.runInit(ctx, rec); err != nil {
+		return platform.Wrap(platform.EUNPROCESSABLE, err, "node %s failed to initialise", rec.NodeID)
+	}
+	n := d.supervisor(rec.ClusterID, rec.NodeID)
+	for _, spec := range rec.Spec.Processes {
+		r, err := d.startProcess(rec, spec)
+		if err != nil {
+			return platform.Wrap(platform.EUNPROCESSABLE, err, "node %s: process %s failed to start", rec.NodeID, spec.Name)
+		}
+		rec.Processes = append(rec.Processes, r.rec)
+		// Recorded before anything else happens, so that a crash from now
+		// on finds the process by its record (or, before this, by its
+		// markers).
+		err = d.db.Update(func(tx *bolt.Tx) error { return putNode(tx, rec) })
+		d.watch(n, spec, r)
+		if err != nil {
+			return fmt.Errorf("recording process %s of node %s: %w", spec.Name, rec.NodeID, err)
+		}
+	}
+	if err := d.runHooks(ctx, rec, "post_start"); err != nil {
+		return platform.Wrap(platform.EUNPROCESSABLE, err, "node %s", rec.NodeID)
 	}
 	return nil
 }
@@ -308,6 +461,15 @@ func (d *Driver) start(ctx context.Context, records []*nodeRecord) error {
 // rollback stops and removes nodes whose provision failed.
 func (d *Driver) rollback(ctx context.Context, records []*nodeRecord) {
 	for _, rec := range records {
+		if fresh, err := d.record(rec.ClusterID, rec.NodeID); err == nil && fresh != nil {
+			rec = fresh
+		}
+		if len(rec.Processes) > 0 {
+			if err := d.runHooks(ctx, rec, "pre_stop"); err != nil {
+				d.logger.WarnContext(ctx, "pre_stop hook of a node being rolled back", "cluster_id", rec.ClusterID,
+					"node_id", rec.NodeID, "error", err, "request_id", platform.RequestID(ctx))
+			}
+		}
 		if err := d.remove(ctx, rec); err != nil {
 			d.logger.ErrorContext(ctx, "removing node after failed provision", "cluster_id", rec.ClusterID,
 				"node_id", rec.NodeID, "error", err, "request_id", platform.RequestID(ctx))
@@ -315,55 +477,13 @@ func (d *Driver) rollback(ctx context.Context, records []*nodeRecord) {
 	}
 }
 
-// exited returns the callback that records a process's exit.
-func (d *Driver) exited(clusterID, nodeID string) func(processRecord, error) {
-	return func(proc processRecord, waitErr error) {
-		status := "exit status 0"
-		if waitErr != nil {
-			status = waitErr.Error()
-		}
-		var recorded bool
-		err := d.db.Update(func(tx *bolt.Tx) error {
-			rec, err := getNode(tx, clusterID, nodeID)
-			if err != nil || rec == nil || rec.State == stateDeprovisioned {
-				return err
-			}
-			for _, p := range rec.Processes {
-				if p.PID == proc.PID && p.StartTime == proc.StartTime {
-					recorded = true
-				}
-			}
-			if !recorded {
-				return nil
-			}
-			rec.State = stateExited
-			rec.LastExit = fmt.Sprintf("%s: %s at %s", proc.Name, status, time.Now().UTC().Format(time.RFC3339))
-			return putNode(tx, rec)
-		})
-		if errors.Is(err, bolt.ErrDatabaseNotOpen) {
-			return
-		}
-		if recorded || err != nil {
-			d.logger.Warn("node process exited", "cluster_id", clusterID, "node_id", nodeID,
-				"process", proc.Name, "pid", proc.PID, "status", status, "record_error", err)
-		}
-	}
-}
-
-// Deprovision stops a node's processes (SIGTERM, then SIGKILL after the grace
-// period), removes its directory and deletes its record.
+// Deprovision runs a node's pre_stop hooks, stops its processes (stop
+// signal, then SIGKILL after the grace period), removes its directory and
+// deletes its record.
 func (d *Driver) Deprovision(ctx context.Context, req platform.DeprovisionRequest) error {
 	unlock := d.lockNode(req.ClusterID, req.NodeID)
 	defer unlock()
-	var rec *nodeRecord
-	err := d.db.Update(func(tx *bolt.Tx) error {
-		var err error
-		if rec, err = getNode(tx, req.ClusterID, req.NodeID); err != nil || rec == nil {
-			return err
-		}
-		rec.State = stateDeprovisioned
-		return putNode(tx, rec)
-	})
+	rec, err := d.record(req.ClusterID, req.NodeID)
 	if err != nil {
 		return fmt.Errorf("reading node state: %w", err)
 	}
@@ -371,6 +491,23 @@ func (d *Driver) Deprovision(ctx context.Context, req platform.DeprovisionReques
 		return platform.Errorf(platform.ENOTFOUND, "cluster %q has no node %q on this platform", req.ClusterID, req.NodeID)
 	}
 	ctx = context.WithoutCancel(ctx)
+	if rec.State != stateStopping {
+		if err := d.runHooks(ctx, rec, "pre_stop"); err != nil {
+			return platform.Wrap(platform.EUNPROCESSABLE, err, "node %s was not deprovisioned: its pre_stop hook failed", rec.NodeID)
+		}
+		err = d.db.Update(func(tx *bolt.Tx) error {
+			stored, err := getNode(tx, rec.ClusterID, rec.NodeID)
+			if err != nil || stored == nil {
+				return err
+			}
+			stored.State = stateStopping
+			rec = stored
+			return putNode(tx, stored)
+		})
+		if err != nil {
+			return fmt.Errorf("recording node state: %w", err)
+		}
+	}
 	if err := d.remove(ctx, rec); err != nil {
 		return err
 	}
@@ -383,7 +520,7 @@ func (d *Driver) Deprovision(ctx context.Context, req platform.DeprovisionReques
 // The record goes last, so a failure part way leaves the node listed and a
 // second deprovision finishes the job.
 func (d *Driver) remove(ctx context.Context, rec *nodeRecord) error {
-	if err := stopProcesses(ctx, rec.Processes, d.opts.GracePeriod); err != nil {
+	if err := d.stopNode(ctx, rec); err != nil {
 		return fmt.Errorf("stopping node %s: %w", rec.NodeID, err)
 	}
 	dirs := d.dirs(rec)
@@ -441,13 +578,21 @@ func (n nodeDirs) templateValues() map[string]string {
 	return map[string]string{"node": n.Node, "data": n.Data, "logs": n.Logs}
 }
 
-func (n nodeDirs) create() error {
+// create makes the node's directories, owned by the account its processes
+// run as (nil: Berth's own).
+func (n nodeDirs) create(owner *credential) error {
 	for _, dir := range []string{n.Data, n.Logs} {
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return err
 		}
 	}
-	return nil
+	if owner != nil {
+		// The cluster directory must let the account reach its node.
+		if err := os.Chmod(filepath.Dir(n.Node), 0o755); err != nil {
+			return err
+		}
+	}
+	return owner.chownTree(n.Node, n.Data, n.Logs)
 }
 
 const idAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"

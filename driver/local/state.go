@@ -9,14 +9,17 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/berthio/berth/platform"
 )
 
-// Node states.
+// Node and process states, as operators see them.
 const (
-	stateStarting      = "starting"       // recorded, processes not yet started
-	stateRunning       = "running"        // processes started
-	stateExited        = "exited"         // a process exited
-	stateDeprovisioned = "deprovisioning" // being stopped and removed
+	stateStarting   = platform.StateStarting   // recorded, not yet answered: rolled back if Berth dies now
+	stateRunning    = platform.StateRunning    // started and supervised
+	stateRestarting = platform.StateRestarting // a process waits for its restart
+	stateExited     = platform.StateExited     // a process is down by its restart policy
+	stateStopping   = platform.StateStopping   // being deprovisioned
 )
 
 var (
@@ -26,19 +29,22 @@ var (
 
 // nodeRecord is everything Berth knows about one local node.
 type nodeRecord struct {
-	ClusterID string          `json:"cluster_id"`
-	NodeID    string          `json:"node_id"`
-	Group     string          `json:"node_group"`
-	Class     string          `json:"node_class"`
-	Store     string          `json:"store"`
-	Version   string          `json:"version"`
-	Template  string          `json:"template"`
-	Spec      NodeSpec        `json:"spec"`
-	Ports     map[string]int  `json:"ports"`
-	Processes []processRecord `json:"processes"`
-	State     string          `json:"state"`
-	LastExit  string          `json:"last_exit,omitempty"`
-	CreatedAt time.Time       `json:"created_at"`
+	ClusterID string   `json:"cluster_id"`
+	NodeID    string   `json:"node_id"`
+	Group     string   `json:"node_group"`
+	Class     string   `json:"node_class"`
+	Store     string   `json:"store"`
+	Version   string   `json:"version"`
+	Template  string   `json:"template"`
+	Spec      NodeSpec `json:"spec"`
+	// Hooks is the template's hooks section, unrendered: hooks render when
+	// they run. Attributes are kept for that rendering.
+	Hooks      string          `json:"hooks,omitempty"`
+	Attributes map[string]any  `json:"attributes"`
+	Ports      map[string]int  `json:"ports"`
+	Processes  []processRecord `json:"processes"`
+	State      string          `json:"state"`
+	CreatedAt  time.Time       `json:"created_at"`
 }
 
 func nodeKey(clusterID, nodeID string) []byte {
