@@ -505,7 +505,19 @@ func TestBuiltInCatalogue(t *testing.T) {
 	unprocessable(t, err, "redis 5.0 has no template", ">=6.0")
 
 	info := c.Stores("local")
-	if len(info) != 1 || info[0].Store != "redis" || !reflect.DeepEqual(info[0].Requires.Binaries, []string{"redis-server"}) {
+	var names []string
+	for _, i := range info {
+		names = append(names, i.Store)
+	}
+	if !reflect.DeepEqual(names, []string{"redis", "etcd", "postgresql"}) || !reflect.DeepEqual(info[0].Requires.Binaries, []string{"redis-server"}) {
 		t.Errorf("Stores(local) = %#v", info)
+	}
+	for _, r := range []Request{
+		{Driver: "local", Store: "etcd", Version: "3.4.23"},
+		{Driver: "local", Store: "postgresql", Version: "15"},
+	} {
+		if _, err := c.Lookup(r); err != nil {
+			t.Errorf("%s %s: %v", r.Store, r.Version, err)
+		}
 	}
 }

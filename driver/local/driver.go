@@ -433,6 +433,9 @@ func (d *Driver) start(ctx context.Context, rec *nodeRecord) error {
 	if err := dirs.create(owner); err != nil {
 		return fmt.Errorf("node %s: %w", rec.NodeID, err)
 	}
+	if err := owner.checkReach(dirs.Data); err != nil {
+		return platform.Wrap(platform.EUNPROCESSABLE, err, "node %s cannot run here", rec.NodeID)
+	}
 	if err := d.runInit(ctx, rec); err != nil {
 		return platform.Wrap(platform.EUNPROCESSABLE, err, "node %s failed to initialise", rec.NodeID)
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"syscall"
 )
@@ -74,4 +75,31 @@ func (c *credential) chownTree(dirs ...string) error {
 		}
 	}
 	return nil
+}
+
+// checkReach reports a directory on the way to dir that the account cannot
+// pass through: a process of another account must reach its node's files,
+// and a data directory under a private home directory would stop it.
+func (c *credential) checkReach(dir string) error {
+	if c == nil {
+		return nil
+	}
+	for p := filepath.Dir(dir); ; p = filepath.Dir(p) {
+		info, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		st, ok := info.Sys().(*syscall.Stat_t)
+		mode := info.Mode().Perm()
+		canPass := mode&0o001 != 0 ||
+			ok && st.Gid == c.GID && mode&0o010 != 0 ||
+			ok && st.Uid == c.UID && mode&0o100 != 0
+		if !canPass {
+			return fmt.Errorf("user %s cannot reach %s: %s is mode %04o; choose a --data-dir that other accounts can pass through, or run chmod o+x %s",
+				c.User, dir, p, mode, p)
+		}
+		if p == filepath.Dir(p) {
+			return nil
+		}
+	}
 }
