@@ -106,3 +106,16 @@ func (r *statusRecorder) statusOrOK() int {
 
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// FlushError sends what the handler wrote so far, for streamed answers such
+// as a followed log. http.ResponseController prefers it to Unwrap, so it
+// also records the 200 that a flush before WriteHeader sends.
+func (r *statusRecorder) FlushError() error {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return http.NewResponseController(r.ResponseWriter).Flush()
+}
+
+// Flush lets handlers that assert http.Flusher stream through the recorder.
+func (r *statusRecorder) Flush() { _ = r.FlushError() }

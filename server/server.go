@@ -71,6 +71,8 @@ func New(driver platform.Driver, opts Options) *Server {
 		api + "/deprovision": {http.MethodPost: s.handleDeprovision},
 		"/healthz":           {http.MethodGet: s.handleHealthz},
 		"/readyz":            {http.MethodGet: s.handleReadyz},
+		nodesPath:            {http.MethodGet: s.handleNodes},
+		nodeLogsRoute:        {http.MethodGet: s.nodeLogsHandler()},
 	}
 	return s
 }
@@ -95,6 +97,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	methods, ok := s.routes[r.URL.Path]
+	if !ok {
+		methods, ok = s.routes[matchNodeLogs(r)]
+	}
 	if !ok {
 		s.writeError(w, r, http.StatusNotFound, platform.Errorf(platform.ENOTFOUND, "no endpoint %s; the Platform API is served under %s", r.URL.Path, s.basePath))
 		return
