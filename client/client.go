@@ -4,6 +4,11 @@
 //
 // Paths are joined onto the base URL the way Replicante Core's client does
 // ({base}discover), so a base URL that works for Core works here too.
+//
+// Nodes and Logs read Berth's operator endpoints (GET /v1/nodes and GET
+// /v1/nodes/{cluster}/{node}/logs), which other Platform servers lack.
+// Berth serves them at its root whatever its API's base path, so the client
+// sends them to the base URL's scheme and host only.
 package client
 
 import (
@@ -32,12 +37,16 @@ const MaxResponseBytes = 64 << 20
 // DefaultTimeout bounds each request, body included, unless WithTimeout says otherwise.
 const DefaultTimeout = 30 * time.Second
 
+// maxLogErrorBytes bounds the error body Logs reads.
+const maxLogErrorBytes = 1 << 20
+
 // maxErrorPrefix is how much of an unstructured error body goes into Error.Message.
 const maxErrorPrefix = 200
 
 // Client talks to one Platform server. It is safe for concurrent use.
 type Client struct {
 	base           string
+	rootURL        string // scheme, host and "/": where the operator endpoints are
 	discoverURL    string
 	provisionURL   string
 	deprovisionURL string
@@ -119,6 +128,7 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	}
 	return &Client{
 		base:           base,
+		rootURL:        rootOf(base),
 		discoverURL:    base + "discover",
 		provisionURL:   base + "provision",
 		deprovisionURL: base + "deprovision",
@@ -152,6 +162,17 @@ func normaliseBaseURL(raw string) (string, error) {
 		}
 	}
 	return u.String(), nil
+}
+
+// rootOf returns the root of a normalised base URL, keeping its user
+// information, which net/http sends as basic authentication.
+func rootOf(base string) string {
+	u, err := url.Parse(base)
+	if err != nil {
+		// normaliseBaseURL produced base from a parsed URL.
+		panic(fmt.Sprintf("client: normalised base URL %q does not parse: %v", base, err))
+	}
+	return (&url.URL{Scheme: u.Scheme, User: u.User, Host: u.Host, Path: "/"}).String()
 }
 
 func (o *options) buildHTTPClient() (*http.Client, error) {
@@ -231,6 +252,125 @@ func (c *Client) Deprovision(ctx context.Context, req platform.DeprovisionReques
 		return fmt.Errorf("encoding deprovision request: %w", err)
 	}
 	_, err = c.do(ctx, http.MethodPost, c.deprovisionURL, body)
+	return err
+}
+
+// Nodes lists every node of a Berth platform with its state and processes
+// (GET /v1/nodes at the server's root). Servers whose driver cannot show
+// its nodes answer 501, other Platform servers usually 404; both are an
+// *Error.
+func (c *Client) Nodes(ctx context.Context) ([]platform.NodeStatus, error) {
+	body, err := c.do(ctx, http.MethodGet, c.rootURL+"v1/nodes", nil)
+	if err != nil {
+		return nil, err
+	}
+	var resp struct {
+		Nodes []platform.NodeStatus `json:"nodes"`
+	}
+	if err := decodeObject("nodes", body, &resp); err != nil {
+		return nil, err
+	}
+	if resp.Nodes == nil {
+		resp.Nodes = []platform.NodeStatus{}
+	}
+	return resp.Nodes, nil
+}
+
+// LogOptions say which log Logs reads and how much of it.
+type LogOptions struct {
+	// Process names the node's process; "" means its first one.
+	Process string
+	// Tail, when positive, limits the log to its last Tail lines; zero
+	// means the whole log.
+	Tail int
+	// Follow keeps the stream open, sending what is appended to the log
+	// (across rotations) until the caller closes it or cancels ctx.
+	Follow bool
+}
+
+// Logs streams the log of one process of a node of a Berth platform (GET
+// /v1/nodes/{cluster}/{node}/logs at the server's root). The caller must
+// close the stream; closing it ends a followed log.
+//
+// The client timeout bounds only the wait for the answer to begin, not the
+// stream: a followed log has no end, and a long log takes as long as it
+// takes. Bound the stream with ctx.
+func (c *Client) Logs(ctx context.Context, clusterID, nodeID string, opts LogOptions) (io.ReadCloser, error) {
+	if clusterID == "" || nodeID == "" {
+		return nil, errors.New("reading a log needs both a cluster ID and a node ID")
+	}
+	if opts.Tail < 0 {
+		return nil, fmt.Errorf("log tail must be zero (the whole log) or a positive number of lines, not %d", opts.Tail)
+	}
+	query := url.Values{}
+	if opts.Process != "" {
+		query.Set("process", opts.Process)
+	}
+	if opts.Tail > 0 {
+		query.Set("tail", strconv.Itoa(opts.Tail))
+	}
+	if opts.Follow {
+		query.Set("follow", "true")
+	}
+	endpoint := c.rootURL + "v1/nodes/" + url.PathEscape(clusterID) + "/" + url.PathEscape(nodeID) + "/logs"
+	if len(query) > 0 {
+		endpoint += "?" + query.Encode()
+	}
+
+	parent := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	// Not context.WithTimeout: the deadline must stop applying once the
+	// answer has begun, and a deadline cannot be lifted.
+	var timer *time.Timer
+	if c.timeout > 0 {
+		timer = time.AfterFunc(c.timeout, cancel)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint, nil)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("building request for %s: %w", endpoint, err)
+	}
+	req.Header.Set("Accept", "text/plain")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	timedOut := timer != nil && !timer.Stop()
+	if timedOut && parent.Err() == nil {
+		if err == nil {
+			resp.Body.Close()
+		}
+		cancel()
+		return nil, fmt.Errorf("GET %s: no answer within %s (the client timeout): %w", endpoint, c.timeout, context.DeadlineExceeded)
+	}
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		defer cancel()
+		defer resp.Body.Close()
+		// An error body only needs its error_msg; a longer one is cut and
+		// then described by its start.
+		data, err := io.ReadAll(io.LimitReader(resp.Body, min(c.maxResponse, maxLogErrorBytes)))
+		if err != nil {
+			return nil, fmt.Errorf("GET %s: reading error response: %w", endpoint, err)
+		}
+		return nil, newError(resp.StatusCode, data)
+	}
+	return &logStream{ReadCloser: resp.Body, cancel: cancel}, nil
+}
+
+// logStream is a log's body that also releases the request's context when
+// closed.
+type logStream struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (s *logStream) Close() error {
+	err := s.ReadCloser.Close()
+	s.cancel()
 	return err
 }
 

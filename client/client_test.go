@@ -462,3 +462,218 @@ func TestWithHTTPClient(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func TestOperatorRoot(t *testing.T) {
+	tests := []struct{ base, want string }{
+		{"http://h:1", "http://h:1/"},
+		{"http://h:1/platform/", "http://h:1/"},
+		{"https://h/a/b", "https://h/"},
+		{"http://u:p@h:1/api/", "http://u:p@h:1/"},
+	}
+	for _, tt := range tests {
+		c, err := New(tt.base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.rootURL != tt.want {
+			t.Errorf("New(%q) root = %q, want %q", tt.base, c.rootURL, tt.want)
+		}
+	}
+}
+
+func TestNodes(t *testing.T) {
+	var seen []string
+	created := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = append(seen, r.Method+" "+r.URL.Path+" "+r.Header.Get("Authorization"))
+		if r.URL.Path != "/v1/nodes" {
+			http.NotFound(w, r)
+			return
+		}
+		io.WriteString(w, `{"nodes":[{"cluster_id":"c","node_id":"n","node_group":"g","node_class":"k","store":"redis",
+			"version":"7.0","state":"running","agent_address":"","addresses":{"store":"127.0.0.1:20000"},
+			"processes":[{"name":"redis","pid":42,"state":"running","restarts":2}],"created_at":"2026-01-02T03:04:05Z"}]}`)
+	}))
+	defer srv.Close()
+	// The base path does not matter: the operator endpoints are at the root.
+	c, err := New(srv.URL+"/platform/", WithToken("tok"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes, err := c.Nodes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []platform.NodeStatus{{ClusterID: "c", NodeID: "n", NodeGroup: "g", NodeClass: "k", Store: "redis",
+		Version: "7.0", State: "running", Addresses: map[string]string{"store": "127.0.0.1:20000"},
+		Processes: []platform.ProcessStatus{{Name: "redis", PID: 42, State: "running", Restarts: 2}}, CreatedAt: created}}
+	if !reflect.DeepEqual(nodes, want) {
+		t.Errorf("Nodes = %+v\nwant %+v", nodes, want)
+	}
+	if want := []string{"GET /v1/nodes Bearer tok"}; !reflect.DeepEqual(seen, want) {
+		t.Errorf("server saw %q, want %q", seen, want)
+	}
+}
+
+func TestNodesErrors(t *testing.T) {
+	status, body := 0, ""
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(status)
+		io.WriteString(w, body)
+	}))
+	defer srv.Close()
+	c, err := New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	status, body = http.StatusNotImplemented, `{"error":true,"error_msg":"this platform's driver cannot show its nodes"}`
+	_, err = c.Nodes(context.Background())
+	var e *Error
+	if !errors.As(err, &e) || e.StatusCode != 501 || e.Message != "this platform's driver cannot show its nodes" {
+		t.Errorf("501: err = %v, want *Error with the message", err)
+	}
+
+	status, body = http.StatusOK, `{"nodes":null}`
+	nodes, err := c.Nodes(context.Background())
+	if err != nil || nodes == nil || len(nodes) != 0 {
+		t.Errorf(`{"nodes":null}: Nodes = %#v, %v; want an empty list`, nodes, err)
+	}
+	status, body = http.StatusOK, `[]`
+	if _, err := c.Nodes(context.Background()); err == nil || !strings.Contains(err.Error(), "not a JSON object") {
+		t.Errorf("[]: err = %v, want a bad-answer error", err)
+	}
+}
+
+func TestLogs(t *testing.T) {
+	var seen []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = append(seen, r.URL.Path+"?"+r.URL.RawQuery+" "+r.Header.Get("Accept"))
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "line 1\nline 2\n")
+	}))
+	defer srv.Close()
+	c, err := New(srv.URL + "/api/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		opts LogOptions
+		want string
+	}{
+		{LogOptions{}, "/v1/nodes/c/n/logs? text/plain"},
+		{LogOptions{Process: "agent", Tail: 10, Follow: true}, "/v1/nodes/c/n/logs?follow=true&process=agent&tail=10 text/plain"},
+		{LogOptions{Tail: 3}, "/v1/nodes/c/n/logs?tail=3 text/plain"},
+	}
+	for _, tt := range tests {
+		seen = nil
+		rc, err := c.Logs(context.Background(), "c", "n", tt.opts)
+		if err != nil {
+			t.Fatalf("Logs(%+v): %v", tt.opts, err)
+		}
+		data, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || string(data) != "line 1\nline 2\n" {
+			t.Errorf("Logs(%+v) read %q, %v", tt.opts, data, err)
+		}
+		if len(seen) != 1 || seen[0] != tt.want {
+			t.Errorf("Logs(%+v): server saw %q, want %q", tt.opts, seen, tt.want)
+		}
+	}
+	if _, err := c.Logs(context.Background(), "c", "n", LogOptions{Tail: -1}); err == nil {
+		t.Error("Logs with a negative tail succeeded")
+	}
+	if _, err := c.Logs(context.Background(), "", "n", LogOptions{}); err == nil {
+		t.Error("Logs without a cluster ID succeeded")
+	}
+}
+
+func TestLogsErrors(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		io.WriteString(w, `{"error":true,"error_msg":"no node n in cluster c"}`)
+	}))
+	defer srv.Close()
+	c, err := New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Logs(context.Background(), "c", "n", LogOptions{Follow: true})
+	var e *Error
+	if !errors.As(err, &e) || e.StatusCode != 404 || e.Message != "no node n in cluster c" {
+		t.Errorf("err = %v, want *Error 404 with the message", err)
+	}
+}
+
+// TestLogsStream checks that a followed log streams past the client timeout
+// and that closing the stream ends the request on the server.
+func TestLogsStream(t *testing.T) {
+	next := make(chan string)
+	serverDone := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer close(serverDone)
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		for {
+			select {
+			case line := <-next:
+				io.WriteString(w, line)
+				w.(http.Flusher).Flush()
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	c, err := New(srv.URL, WithTimeout(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := c.Logs(context.Background(), "c", "n", LogOptions{Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	for _, line := range []string{"first\n", "second\n"} {
+		time.Sleep(150 * time.Millisecond) // past the client timeout
+		next <- line
+		n, err := rc.Read(buf)
+		if err != nil || string(buf[:n]) != line {
+			t.Fatalf("read %q, %v; want %q", buf[:n], err, line)
+		}
+	}
+	rc.Close()
+	select {
+	case <-serverDone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the server still streams 5s after the stream was closed")
+	}
+}
+
+func TestLogsTimeout(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	c, err := New(srv.URL, WithTimeout(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Logs(context.Background(), "c", "n", LogOptions{})
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "client timeout") {
+		t.Errorf("err = %v, want DeadlineExceeded naming the client timeout", err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = c.Logs(ctx, "c", "n", LogOptions{})
+	if !errors.Is(err, context.Canceled) || strings.Contains(err.Error(), "client timeout") {
+		t.Errorf("cancelled context: err = %v, want Canceled without blaming the client timeout", err)
+	}
+}

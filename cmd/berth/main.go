@@ -93,6 +93,8 @@ Then, from another terminal:
 		newDiscoverCommand(),
 		newProvisionCommand(),
 		newDeprovisionCommand(),
+		newNodesCommand(),
+		newLogsCommand(),
 		newVersionCommand(),
 	)
 	return root
