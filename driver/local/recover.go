@@ -122,11 +122,14 @@ func (d *Driver) reattach(rec *nodeRecord, strays []processRecord) {
 	}
 	var extra []processRecord
 	adopted := map[string]*running{}
+	seen := map[int]bool{}
 	for _, p := range append(recordedList(rec), strays...) {
-		if _, done := adopted[p.Name]; done || !p.alive() {
-			if p.alive() {
-				extra = append(extra, p)
-			}
+		if seen[p.PID] || !p.alive() {
+			continue // the marker scan finds recorded processes too
+		}
+		seen[p.PID] = true
+		if _, done := adopted[p.Name]; done {
+			extra = append(extra, p)
 			continue
 		}
 		if r, err := adopt(p); err == nil {
