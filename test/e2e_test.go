@@ -402,3 +402,65 @@ func TestConcurrentProvisionsOverHTTP(t *testing.T) {
 		}
 	}
 }
+
+// TestSIGKILLAndRestart kills berth with SIGKILL while nodes run and starts
+// it again: the same processes are listed, none is started twice,
+// discovery is identical, and the new berth supervises them.
+func TestSIGKILLAndRestart(t *testing.T) {
+	testenv.RequireBinary(t, "redis-server", "apt-get install -y redis-server")
+	dataDir := t.TempDir()
+	srv := startBerth(t, "--data-dir", dataDir)
+	c, err := client.New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	berth(t, "provision", "--url", srv.URL, "--cluster", "survivor", "--store", "redis", "--version", "7.0", "--count", "2")
+	before, err := c.Nodes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	discBefore := berth(t, "discover", "--url", srv.URL, "-o", "json")
+	if err := srv.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-srv.done
+
+	srv2 := startBerth(t, "--data-dir", dataDir)
+	c2, _ := client.New(srv2.URL)
+	after, err := c2.Nodes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(before) != 2 || len(after) != 2 {
+		t.Fatalf("nodes before %d, after %d; want 2", len(before), len(after))
+	}
+	for i := range before {
+		b, a := before[i].Processes[0], after[i].Processes[0]
+		if b.PID != a.PID || a.Restarts != 0 || after[i].State != platform.StateRunning {
+			t.Errorf("node %s: process %+v before, %+v after the restart", before[i].NodeID, b, a)
+		}
+	}
+	if discAfter := berth(t, "discover", "--url", srv2.URL, "-o", "json"); discAfter != discBefore {
+		t.Errorf("discovery changed across the restart:\n%s\n%s", discBefore, discAfter)
+	}
+	// The new berth supervises the nodes it re-attached to.
+	old := after[0].Processes[0].PID
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		nodes, err := c2.Nodes(context.Background())
+		if err == nil && nodes[0].Processes[0].PID != old && nodes[0].Processes[0].PID != 0 && nodes[0].State == platform.StateRunning {
+			waitPong(t, nodes[0].Addresses["store"])
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("killed process not restarted: %+v, %v", nodes, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, n := range after {
+		berth(t, "deprovision", "--url", srv2.URL, "--cluster", n.ClusterID, "--node", n.NodeID)
+	}
+}
