@@ -116,13 +116,16 @@ func Open(opts Options) (*Driver, error) {
 		return nil, err
 	}
 	d := &Driver{
-		opts:     opts,
-		db:       db,
-		logger:   opts.Logger,
-		closed:   make(chan struct{}),
-		busy:     map[string]*nodeLock{},
-		nodes:    map[string]*node{},
-		nextPort: opts.Ports.Min,
+		opts:   opts,
+		db:     db,
+		logger: opts.Logger,
+		closed: make(chan struct{}),
+		busy:   map[string]*nodeLock{},
+		nodes:  map[string]*node{},
+		// Each Berth starts its port search at a random place, so that two
+		// Berths on one machine (each with its own data directory) rarely
+		// race for the same free port.
+		nextPort: opts.Ports.Min + randomInt(opts.Ports.Max-opts.Ports.Min+1),
 	}
 	if err := d.recoverNodes(context.Background()); err != nil {
 		db.Close()
@@ -596,6 +599,12 @@ func (n nodeDirs) create(owner *credential) error {
 		}
 	}
 	return owner.chownTree(n.Node, n.Data, n.Logs)
+}
+
+func randomInt(n int) int {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return int(uint32(b[0])<<24|uint32(b[1])<<16|uint32(b[2])<<8|uint32(b[3])) % n
 }
 
 const idAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"

@@ -21,13 +21,17 @@ import (
 	"github.com/berthio/berth/stores"
 )
 
+// testPorts keeps this package's nodes out of the default range, which the
+// end-to-end tests (running at the same time) use.
+var testPorts = PortRange{Min: 40000, Max: 44999}
+
 func newTestDriver(t *testing.T, dataDir string) *Driver {
 	t.Helper()
 	cat, err := catalog.New(catalog.Layer{Name: "built-in", FS: stores.FS()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := Open(Options{DataDir: dataDir, Catalog: cat, GracePeriod: 5 * time.Second})
+	d, err := Open(Options{DataDir: dataDir, Catalog: cat, GracePeriod: 5 * time.Second, Ports: testPorts})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +283,7 @@ func TestProvisionFailuresLeaveNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := Open(Options{DataDir: dataDir, Catalog: cat})
+	d, err := Open(Options{DataDir: dataDir, Catalog: cat, Ports: testPorts})
 	if err != nil {
 		t.Fatal(err)
 	}

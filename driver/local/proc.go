@@ -95,7 +95,11 @@ func (d *Driver) startProcess(rec *nodeRecord, spec ProcessSpec) (*running, erro
 		return nil, fmt.Errorf("starting %s: %w", spec.Argv[0], err)
 	}
 	r := &running{cmd: cmd, rec: processRecord{Name: spec.Name, PID: cmd.Process.Pid, State: stateRunning, StartedAt: time.Now().UTC()}}
-	r.rec.StartTime, err = processStartTime(r.rec.PID)
+	// A process that already exited is a zombie until it is reaped: its
+	// start time can still be read and its pidfd opened, and its exit is
+	// then the supervisor's to handle, like any other.
+	st, err := readProcStat(r.rec.PID)
+	r.rec.StartTime = st.startTime
 	if err == nil {
 		r.pidfd, err = openPidfd(r.rec.PID)
 	}

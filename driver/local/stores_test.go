@@ -195,9 +195,10 @@ func TestPostgresPrimaryAndReplica(t *testing.T) {
 		if owner := fmt.Sprint(info.Sys().(*syscall.Stat_t).Uid); owner != account.Uid {
 			t.Errorf("pgdata of %s belongs to uid %s, want postgres (%s)", rec.NodeID, owner, account.Uid)
 		}
-		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", rec.Processes[0].PID))
+		now := nodeRecordOf(t, d, "pg", rec.NodeID)
+		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", now.Processes[0].PID))
 		if !strings.Contains(string(status), "\nUid:\t"+account.Uid+"\t") {
-			t.Errorf("postgres of %s does not run as postgres:\n%s", rec.NodeID, status)
+			t.Errorf("postgres of %s (%+v) does not run as postgres:\n%s", rec.NodeID, now.Processes, status)
 		}
 	}
 	for _, rec := range []*nodeRecord{replica, primary} {

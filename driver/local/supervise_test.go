@@ -35,7 +35,7 @@ func testCatalog(t *testing.T, body string) *catalog.Catalog {
 
 func openDriver(t *testing.T, dataDir string, cat *catalog.Catalog, opts ...func(*Options)) *Driver {
 	t.Helper()
-	o := Options{DataDir: dataDir, Catalog: cat, GracePeriod: 2 * time.Second}
+	o := Options{DataDir: dataDir, Catalog: cat, GracePeriod: 2 * time.Second, Ports: testPorts}
 	for _, f := range opts {
 		f(&o)
 	}
