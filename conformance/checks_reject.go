@@ -168,8 +168,17 @@ func (k *kit) runRejections(ctx context.Context) {
 	var unknownGroupAnswer *answer
 	accepted := map[string]bool{} // node IDs returned by 2xx answers
 	unattributed := 0             // nodes counted by 2xx answers without node_ids
-	sent := 0
+	// The checks on all answers need every request; a case alone only its own.
+	all := k.wants(checkRejectErrorBody, checkRejectUnknownGroupBody, checkRejectNothing)
+	var cases []rejectCase
 	for _, c := range rejectCases(k.cfg.NodeGroup) {
+		if all || k.selected[c.name] {
+			cases = append(cases, c)
+		}
+	}
+	k.logf("sending %d invalid provision requests (cluster %s)", len(cases), k.rejectClusterID)
+	sent := 0
+	for _, c := range cases {
 		a, err := k.do(ctx, http.MethodPost, "provision", k.rejectBody(c))
 		if ctx.Err() != nil {
 			return

@@ -221,6 +221,7 @@ func (r *Report) WriteText(w io.Writer) error {
 func (r *Report) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
 	return enc.Encode(r)
 }
 
@@ -492,7 +493,6 @@ func (k *kit) run(ctx context.Context) {
 		return
 	}
 	if k.wants(checksOf(phaseReject)...) {
-		k.logf("sending %d invalid provision requests (cluster %s)", len(rejectCases(k.cfg.NodeGroup)), k.rejectClusterID)
 		k.runRejections(ctx)
 	}
 	if ctx.Err() != nil {

@@ -582,6 +582,16 @@ func TestSelection(t *testing.T) {
 		t.Errorf("summary %q", got)
 	}
 
+	// One rejection case alone sends its request only.
+	f2 := newFake(true)
+	srv2 := httptest.NewServer(f2)
+	t.Cleanup(srv2.Close)
+	cfg2 := testConfig(srv2.URL)
+	cfg2.Only = []string{"reject-missing-store"}
+	if _, results := runAgainst(t, f2, cfg2); results["reject-missing-store"].Status != Pass || f2.provisions != 1 {
+		t.Errorf("reject-missing-store alone: %+v after %d provision requests", results["reject-missing-store"], f2.provisions)
+	}
+
 	cfg.Only = []string{"discover-nothing"}
 	if _, err := Run(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "discover-nothing") {
 		t.Errorf("unknown check name: %v", err)
