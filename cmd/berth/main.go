@@ -95,6 +95,7 @@ Then, from another terminal:
 		newDeprovisionCommand(),
 		newNodesCommand(),
 		newLogsCommand(),
+		newConformanceCommand(),
 		newVersionCommand(),
 	)
 	return root
