@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -9,35 +10,57 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/berthio/berth/catalog"
-	"github.com/berthio/berth/driver/local"
+	"github.com/berthio/berth/platform"
 	"github.com/berthio/berth/server"
 	"github.com/berthio/berth/stores"
 )
 
-// drivers lists the drivers this binary has.
-var drivers = []string{local.DriverName}
+// driverFactory is one kind of driver berth serve can run: its flags, and
+// how to open it. Each driver has a file of its own (driver_local.go, ...).
+type driverFactory struct {
+	name string
+	// addFlags adds the driver's own flags; their help starts with the
+	// driver's name ("local driver: ...").
+	addFlags func(f *pflag.FlagSet)
+	// open opens the driver; the returned function closes it.
+	open func(ctx context.Context, env driverEnv) (platform.Driver, func() error, error)
+}
+
+// driverEnv is what every driver is opened with.
+type driverEnv struct {
+	dataDir string
+	catalog *catalog.Catalog
+	logger  *slog.Logger
+}
+
+// driverFactories lists the drivers this binary has; the first is the default.
+func driverFactories() []*driverFactory {
+	return []*driverFactory{localDriver()}
+}
 
 type serveOptions struct {
-	listen      string
-	dataDir     string
-	driver      string
-	catalogDir  string
-	basePath    string
-	logFormat   string
-	logLevel    string
-	portRange   string
-	gracePeriod time.Duration
-	maxBody     int64
-	logMax      int64
+	listen     string
+	dataDir    string
+	driver     string
+	catalogDir string
+	basePath   string
+	logFormat  string
+	logLevel   string
+	maxBody    int64
 }
 
 func newServeCommand() *cobra.Command {
 	var o serveOptions
+	factories := driverFactories()
+	var names []string
+	for _, f := range factories {
+		names = append(names, f.name)
+	}
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the Platform API",
@@ -47,34 +70,38 @@ POST /deprovision under --base-path, and GET /healthz and GET /readyz at the roo
 With the local driver (the default) nodes are processes on this machine, with
 their state and files under --data-dir; they keep running when berth stops.`,
 		Args: noArgs,
-		RunE: func(cmd *cobra.Command, args []string) error { return serve(cmd, o) },
+		RunE: func(cmd *cobra.Command, args []string) error { return serve(cmd, o, factories) },
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.listen, "listen", "127.0.0.1:9876", "address to serve on (host:port; port 0 picks a free one)")
 	f.StringVar(&o.dataDir, "data-dir", "./berth-data", "directory for the driver's state and the nodes' files")
-	f.StringVar(&o.driver, "driver", local.DriverName, "where nodes run: "+strings.Join(drivers, ", "))
+	f.StringVar(&o.driver, "driver", factories[0].name, "where nodes run: "+strings.Join(names, ", "))
 	f.StringVar(&o.catalogDir, "catalog", "", "template catalogue directory consulted before the built-in one (docs/catalog.md)")
 	f.StringVar(&o.basePath, "base-path", "/", "URL prefix of the Platform API, such as /platform/")
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	f.StringVar(&o.portRange, "port-range", local.DefaultPortRange.String(), "local driver: range node ports are allocated from, MIN-MAX")
-	f.DurationVar(&o.gracePeriod, "grace-period", local.DefaultGracePeriod, "local driver: time a deprovisioned node has to exit after SIGTERM before SIGKILL")
-	f.Int64Var(&o.logMax, "node-log-max-bytes", local.DefaultLogMaxBytes, "local driver: size at which a node process's log is rotated (one old file is kept)")
 	f.Int64Var(&o.maxBody, "max-body-bytes", server.DefaultMaxBodyBytes, "largest request body accepted")
+	for _, factory := range factories {
+		factory.addFlags(f)
+	}
 	return cmd
 }
 
-func serve(cmd *cobra.Command, o serveOptions) error {
+func serve(cmd *cobra.Command, o serveOptions, factories []*driverFactory) error {
 	logger, err := newLogger(cmd.ErrOrStderr(), o.logFormat, o.logLevel)
 	if err != nil {
 		return err
 	}
-	if o.driver != local.DriverName {
-		return usageErrorf("unknown driver %q; this berth has: %s", o.driver, strings.Join(drivers, ", "))
+	var factory *driverFactory
+	var names []string
+	for _, f := range factories {
+		names = append(names, f.name)
+		if f.name == o.driver {
+			factory = f
+		}
 	}
-	ports, err := local.ParsePortRange(o.portRange)
-	if err != nil {
-		return usageErrorf("--port-range: %v", err)
+	if factory == nil {
+		return usageErrorf("unknown driver %q; this berth has: %s", o.driver, strings.Join(names, ", "))
 	}
 	if o.maxBody <= 0 {
 		return usageErrorf("--max-body-bytes must be positive")
@@ -83,18 +110,11 @@ func serve(cmd *cobra.Command, o serveOptions) error {
 	if err != nil {
 		return err
 	}
-	driver, err := local.Open(local.Options{
-		DataDir:     o.dataDir,
-		Catalog:     cat,
-		Ports:       ports,
-		GracePeriod: o.gracePeriod,
-		LogMaxBytes: o.logMax,
-		Logger:      logger,
-	})
+	driver, closeDriver, err := factory.open(cmd.Context(), driverEnv{dataDir: o.dataDir, catalog: cat, logger: logger})
 	if err != nil {
 		return err
 	}
-	defer driver.Close()
+	defer closeDriver()
 
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
