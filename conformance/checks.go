@@ -88,7 +88,7 @@ var catalogue = buildCatalogue()
 func buildCatalogue() []Check {
 	checks := []Check{
 		{Name: checkDiscoverStatus, Level: MUST, Clause: clauseDiscoverPayload, phase: phaseDiscovery,
-			Description: "Every discovery the kit makes (before, during and after its provisions) is answered 200."},
+			Description: "Every discovery of the run (bar the parallel ones of concurrent-discovery) is answered 200."},
 		{Name: checkDiscoverJSON, Level: MUST, Clause: clauseDiscoverPayload, phase: phaseDiscovery,
 			Description: "Every discovery body is one JSON object with a clusters array (null or a missing clusters field fail)."},
 		{Name: checkDiscoverClusterFields, Level: MUST, Clause: clauseDiscoverCluster, phase: phaseDiscovery,

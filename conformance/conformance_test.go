@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"regexp"
 	"sort"
 	"strings"
@@ -649,6 +650,27 @@ func TestCatalogue(t *testing.T) {
 		}
 		if !regexp.MustCompile(`^[a-z0-9-]+$`).MatchString(c.Name) {
 			t.Errorf("check name %q is not lowercase words and dashes", c.Name)
+		}
+	}
+}
+
+// TestDocsListEveryCheck keeps docs/conformance.md true: a table row with
+// the right level for every check, and no row for a check that is gone.
+func TestDocsListEveryCheck(t *testing.T) {
+	t.Parallel()
+	data, err := os.ReadFile("../docs/conformance.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(data)
+	for _, c := range Checks() {
+		if !strings.Contains(doc, fmt.Sprintf("| `%s` | %s |", c.Name, c.Level)) {
+			t.Errorf("docs/conformance.md has no row for %s (%s)", c.Name, c.Level)
+		}
+	}
+	for _, m := range regexp.MustCompile("(?m)^\\| `([a-z0-9-]+)` \\| (MUST|COMPAT|SHOULD) \\|").FindAllStringSubmatch(doc, -1) {
+		if _, ok := Lookup(m[1]); !ok {
+			t.Errorf("docs/conformance.md lists %s, which is no check", m[1])
 		}
 	}
 }
