@@ -121,9 +121,12 @@ func (k *kit) runProvisionAndDeprovision(ctx context.Context) {
 	} else {
 		k.skipAll("not selected", checksOf(phaseDeprovision)...)
 	}
-	if k.stableObs.bad > 0 {
+	switch {
+	case k.stableSeen == 0:
+		k.skip(checkNodeIDsStable, "no later discovery could be compared")
+	case k.stableObs.bad > 0:
 		k.fail(checkNodeIDsStable, "%d of %d later discoveries: %s", k.stableObs.bad, k.stableSeen, k.stableObs.first)
-	} else {
+	default:
 		k.pass(checkNodeIDsStable, "%d later discoveries listed every provisioned node under its ID", k.stableSeen)
 	}
 	k.watching = nil

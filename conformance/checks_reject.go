@@ -275,19 +275,16 @@ func (k *kit) runRejections(ctx context.Context) {
 // provisionedBy reads the node IDs and count of a 2xx provision answer,
 // as far as they can be read.
 func provisionedBy(a *answer) (ids []string, count int) {
-	var body struct {
-		Count   json.Number `json:"count"`
-		NodeIDs []any       `json:"node_ids"`
-	}
-	if json.Unmarshal(a.body, &body) != nil {
-		return nil, 0
-	}
-	for _, v := range body.NodeIDs {
-		if s, ok := v.(string); ok && s != "" {
+	v, _ := decodeJSON(a.body)
+	obj, _ := v.(map[string]any)
+	list, _ := obj["node_ids"].([]any)
+	for _, item := range list {
+		if s, ok := item.(string); ok && s != "" {
 			ids = append(ids, s)
 		}
 	}
-	n, err := strconv.Atoi(string(body.Count))
+	num, _ := obj["count"].(json.Number)
+	n, err := strconv.Atoi(string(num))
 	if err != nil || n < 0 {
 		n = len(ids)
 	}

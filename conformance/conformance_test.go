@@ -59,6 +59,7 @@ type fake struct {
 	replaces          bool                                // the first deprovisioned node is replaced
 	missingSucceeds   bool                                // deprovisioning an unknown node succeeds
 	onProvision       func()                              // called once nodes are created
+	patchBody         func(body []byte) []byte            // rewrites provision bodies before validation
 }
 
 func newFake(seed bool) *fake {
@@ -166,6 +167,9 @@ func (f *fake) provision(w http.ResponseWriter, body []byte) {
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"count": 0, "node_ids": []}`)
 		return
+	}
+	if f.patchBody != nil {
+		body = f.patchBody(body)
 	}
 	req, err := platform.DecodeProvisionRequest(body)
 	if err != nil {
@@ -521,6 +525,44 @@ func TestEveryCheckCanFail(t *testing.T) {
 		if !covered[c.Name] {
 			t.Errorf("no fake breaks %s", c.Name)
 		}
+	}
+}
+
+// TestAcceptedInvalidRequestIsCleanedUp: a platform that fills in a missing
+// store and provisions fails reject-missing-store only (its node is the
+// accepted request's, not a rejected one's), and the cleanup removes it.
+func TestAcceptedInvalidRequestIsCleanedUp(t *testing.T) {
+	t.Parallel()
+	f := newFake(true)
+	f.patchBody = func(body []byte) []byte {
+		var req map[string]any
+		if json.Unmarshal(body, &req) != nil {
+			return body
+		}
+		if cluster, ok := req["cluster"].(map[string]any); ok && cluster["store"] == nil && cluster["cluster_id"] != nil {
+			cluster["store"] = "redis"
+			body, _ = json.Marshal(req)
+		}
+		return body
+	}
+	rep, results := runAgainst(t, f, Config{})
+	for _, r := range rep.Results {
+		if (r.Status == Fail) != (r.Name == "reject-missing-store") || r.Status == Warn {
+			t.Errorf("%s: %s %s", r.Name, r.Status, r.Reason)
+		}
+	}
+	if r := results["reject-missing-store"]; !strings.Contains(r.Reason, "accepted") {
+		t.Errorf("reject-missing-store: %s", r.Reason)
+	}
+	if left := f.conformanceNodes(); len(left) > 0 {
+		t.Errorf("nodes left behind: %v", left)
+	}
+	found := false
+	for _, ref := range rep.Cleanup.Deprovisioned {
+		found = found || ref.ClusterID == testCluster+"-rejects"
+	}
+	if !found {
+		t.Errorf("cleanup %+v did not remove the accepted request's node", rep.Cleanup)
 	}
 }
 
