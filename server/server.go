@@ -33,7 +33,17 @@ type Options struct {
 	// Logger receives one line per request and the details of internal
 	// errors (default: discard).
 	Logger *slog.Logger
+	// Tokens, when set, are required as bearer tokens on every endpoint but
+	// /healthz.
+	Tokens *Tokens
+	// MaxInFlight bounds provisions and deprovisions running at once
+	// (default DefaultMaxInFlight); past it requests get 429 at once.
+	MaxInFlight int
 }
+
+// DefaultMaxInFlight is the default bound on provisions and deprovisions in
+// flight.
+const DefaultMaxInFlight = 16
 
 // Readier is implemented by drivers that can tell whether they can serve:
 // /readyz answers 503 while Ready returns an error.
@@ -48,6 +58,8 @@ type Server struct {
 	logger   *slog.Logger
 	routes   map[string]map[string]http.HandlerFunc // path -> method -> handler
 	basePath string
+	tokens   *Tokens
+	inFlight chan struct{} // one slot per provision or deprovision running
 }
 
 // New returns a Server that serves driver.
@@ -57,7 +69,12 @@ func New(driver platform.Driver, opts Options) *Server {
 		maxBody:  opts.MaxBodyBytes,
 		logger:   opts.Logger,
 		basePath: CleanBasePath(opts.BasePath),
+		tokens:   opts.Tokens,
 	}
+	if opts.MaxInFlight <= 0 {
+		opts.MaxInFlight = DefaultMaxInFlight
+	}
+	s.inFlight = make(chan struct{}, opts.MaxInFlight)
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBodyBytes
 	}
@@ -67,8 +84,8 @@ func New(driver platform.Driver, opts Options) *Server {
 	api := strings.TrimSuffix(s.basePath, "/")
 	s.routes = map[string]map[string]http.HandlerFunc{
 		api + "/discover":    {http.MethodGet: s.handleDiscover},
-		api + "/provision":   {http.MethodPost: s.handleProvision},
-		api + "/deprovision": {http.MethodPost: s.handleDeprovision},
+		api + "/provision":   {http.MethodPost: s.bounded(s.handleProvision)},
+		api + "/deprovision": {http.MethodPost: s.bounded(s.handleDeprovision)},
 		"/healthz":           {http.MethodGet: s.handleHealthz},
 		"/readyz":            {http.MethodGet: s.handleReadyz},
 		nodesPath:            {http.MethodGet: s.handleNodes},
@@ -96,6 +113,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+	if !s.authorized(w, r) {
+		return
+	}
 	methods, ok := s.routes[r.URL.Path]
 	if !ok {
 		methods, ok = s.routes[matchNodeLogs(r)]
@@ -122,6 +142,23 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	handler(w, r)
+}
+
+// bounded runs h only while fewer than MaxInFlight bounded requests run;
+// past that it answers 429 with Retry-After at once. A queue would only hide
+// an overload until clients time out.
+func (s *Server) bounded(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case s.inFlight <- struct{}{}:
+			defer func() { <-s.inFlight }()
+			h(w, r)
+		default:
+			w.Header().Set("Retry-After", "1")
+			s.writeError(w, r, http.StatusTooManyRequests, platform.Errorf(platform.EUNAVAILABLE,
+				"%d provisions and deprovisions are already in flight; retry later", cap(s.inFlight)))
+		}
+	}
 }
 
 func (s *Server) handleDiscover(w http.ResponseWriter, r *http.Request) {

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,7 +56,7 @@ type berthServer struct {
 	done chan error
 }
 
-var listenLine = regexp.MustCompile(`serving the Platform API on (http://[^ ]+/) `)
+var listenLine = regexp.MustCompile(`serving the Platform API on (https?://[^ ]+/) `)
 
 func startBerth(t *testing.T, args ...string) *berthServer {
 	t.Helper()
@@ -87,7 +88,8 @@ func startBerth(t *testing.T, args ...string) *berthServer {
 			t.Fatalf("berth serve exited without serving: %s", s.logs)
 		}
 		s.URL = u
-		s.Root = u[:strings.Index(u[len("http://"):], "/")+len("http://")]
+		parsed, _ := url.Parse(u)
+		s.Root = parsed.Scheme + "://" + parsed.Host
 	case <-time.After(30 * time.Second):
 		t.Fatalf("berth serve did not start: %s", s.logs)
 	}

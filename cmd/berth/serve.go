@@ -2,14 +2,17 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -52,6 +55,11 @@ type serveOptions struct {
 	logFormat  string
 	logLevel   string
 	maxBody    int64
+	maxFlight  int
+	tlsCert    string
+	tlsKey     string
+	tlsCA      string
+	tokenFile  string
 }
 
 func newServeCommand() *cobra.Command {
@@ -81,6 +89,11 @@ their state and files under --data-dir; they keep running when berth stops.`,
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.Int64Var(&o.maxBody, "max-body-bytes", server.DefaultMaxBodyBytes, "largest request body accepted")
+	f.IntVar(&o.maxFlight, "max-in-flight", server.DefaultMaxInFlight, "provisions and deprovisions served at once; more get 429 with Retry-After")
+	f.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate to serve HTTPS with (with --tls-key; reloaded on SIGHUP)")
+	f.StringVar(&o.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	f.StringVar(&o.tlsCA, "tls-client-ca", "", "PEM CA bundle: clients must present a certificate it signed (needs --tls-cert)")
+	f.StringVar(&o.tokenFile, "auth-token-file", "", "file of bearer tokens, one per line or sha256:<hex>; every endpoint but /healthz then needs one (reloaded on SIGHUP)")
 	for _, factory := range factories {
 		factory.addFlags(f)
 	}
@@ -106,6 +119,30 @@ func serve(cmd *cobra.Command, o serveOptions, factories []*driverFactory) error
 	if o.maxBody <= 0 {
 		return usageErrorf("--max-body-bytes must be positive")
 	}
+	if o.maxFlight <= 0 {
+		return usageErrorf("--max-in-flight must be positive")
+	}
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		return usageErrorf("--tls-cert and --tls-key go together")
+	}
+	if o.tlsCA != "" && o.tlsCert == "" {
+		return usageErrorf("--tls-client-ca needs --tls-cert and --tls-key: client certificates are checked in the TLS handshake")
+	}
+	var reloaders []func() error
+	var tlsConfig *server.TLS
+	if o.tlsCert != "" {
+		if tlsConfig, err = server.NewTLS(o.tlsCert, o.tlsKey, o.tlsCA); err != nil {
+			return err
+		}
+		reloaders = append(reloaders, tlsConfig.Reload)
+	}
+	var tokens *server.Tokens
+	if o.tokenFile != "" {
+		if tokens, err = server.LoadTokens(o.tokenFile); err != nil {
+			return err
+		}
+		reloaders = append(reloaders, tokens.Reload)
+	}
 	cat, err := loadCatalog(o.catalogDir)
 	if err != nil {
 		return err
@@ -120,17 +157,60 @@ func serve(cmd *cobra.Command, o serveOptions, factories []*driverFactory) error
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", o.listen, err)
 	}
-	srv := server.New(driver, server.Options{BasePath: o.basePath, MaxBodyBytes: o.maxBody, Logger: logger})
+	srv := server.New(driver, server.Options{
+		BasePath: o.basePath, MaxBodyBytes: o.maxBody, MaxInFlight: o.maxFlight, Tokens: tokens, Logger: logger,
+	})
+	scheme := "http"
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig.Config())
+		scheme = "https"
+	}
+	stopReloading := reloadOnSIGHUP(logger, reloaders)
+	defer stopReloading()
 
 	out := cmd.OutOrStdout()
 	dataDir, _ := filepath.Abs(o.dataDir)
-	fmt.Fprintf(out, "berth %s serving the Platform API on http://%s%s (driver %s)\n", version, ln.Addr(), srv.BasePath(), o.driver)
+	fmt.Fprintf(out, "berth %s serving the Platform API on %s://%s%s (driver %s)\n", version, scheme, ln.Addr(), srv.BasePath(), o.driver)
 	fmt.Fprintf(out, "data dir: %s\n", dataDir)
 	printStores(out, cat, o.driver)
 
 	err = server.Serve(cmd.Context(), ln, srv, server.DefaultTimeouts)
 	logger.Info("berth stopped; nodes keep running")
 	return err
+}
+
+// reloadOnSIGHUP reloads the certificate and the token file on SIGHUP;
+// a reload that fails keeps what was loaded before.
+func reloadOnSIGHUP(logger *slog.Logger, reloaders []func() error) (stop func()) {
+	if len(reloaders) == 0 {
+		return func() {}
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-hup:
+				failed := false
+				for _, reload := range reloaders {
+					if err := reload(); err != nil {
+						logger.Error("reloading on SIGHUP; keeping the previous one", "error", err)
+						failed = true
+					}
+				}
+				if !failed {
+					logger.Info("reloaded on SIGHUP")
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+	}
 }
 
 // loadCatalog layers the --catalog directory over the built-in catalogue.
