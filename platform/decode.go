@@ -76,14 +76,23 @@ func DecodeDeprovisionRequest(body []byte) (DeprovisionRequest, error) {
 	return req, v.err()
 }
 
-// parseObject decodes exactly one JSON object and nothing after it.
+// MaxDepth bounds how deeply a request's JSON may nest.
+const MaxDepth = 32
+
+// parseObject decodes exactly one JSON object and nothing after it. It is
+// stricter than encoding/json: a duplicate key (which a reader might take
+// either way) and nesting deeper than MaxDepth are errors.
 func parseObject(body []byte) (map[string]any, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
-	var value any
-	if err := dec.Decode(&value); err != nil {
+	value, err := parseValue(dec, 0, "")
+	if err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil, Errorf(EINVALID, "request body is empty: expected a JSON object")
+		}
+		var perr *Error
+		if errors.As(err, &perr) {
+			return nil, perr
 		}
 		return nil, Errorf(EINVALID, "request body is not valid JSON: %v", err)
 	}
@@ -95,6 +104,70 @@ func parseObject(body []byte) (map[string]any, error) {
 		return nil, Errorf(EINVALID, "request body must be a JSON object, not %s", jsonType(value))
 	}
 	return obj, nil
+}
+
+// parseValue reads one JSON value from dec's tokens; path names it in errors.
+func parseValue(dec *json.Decoder, depth int, path string) (any, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		if errors.Is(err, io.EOF) && depth > 0 {
+			return nil, io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	where := path
+	if where == "" {
+		where = "the request body"
+	}
+	switch t := tok.(type) {
+	case json.Delim:
+		if t != '{' && t != '[' {
+			return nil, fmt.Errorf("unexpected %q", rune(t))
+		}
+		if depth >= MaxDepth {
+			return nil, Errorf(EINVALID, "%s: JSON nests deeper than %d levels", where, MaxDepth)
+		}
+		if t == '[' {
+			list := []any{}
+			for i := 0; dec.More(); i++ {
+				item, err := parseValue(dec, depth+1, fmt.Sprintf("%s[%d]", path, i))
+				if err != nil {
+					return nil, err
+				}
+				list = append(list, item)
+			}
+			return list, closing(dec)
+		}
+		obj := map[string]any{}
+		for dec.More() {
+			keyTok, err := dec.Token()
+			if err != nil {
+				return nil, err
+			}
+			key, _ := keyTok.(string)
+			child := key
+			if path != "" {
+				child = path + "." + key
+			}
+			if _, dup := obj[key]; dup {
+				return nil, Errorf(EINVALID, "%s: duplicate key %q", where, key)
+			}
+			if obj[key], err = parseValue(dec, depth+1, child); err != nil {
+				return nil, err
+			}
+		}
+		return obj, closing(dec)
+	}
+	return tok, nil
+}
+
+// closing reads the delimiter that ends an object or array.
+func closing(dec *json.Decoder) error {
+	_, err := dec.Token()
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // validator reads typed fields out of decoded JSON, collecting one problem per
@@ -217,10 +290,46 @@ func (v *validator) integer(obj map[string]any, prefix, key string, required boo
 
 // attributes reads an optional attributes object; missing or null means {}.
 func (v *validator) attributes(obj map[string]any, prefix string) map[string]any {
-	if m := v.object(obj, prefix, "attributes", false); m != nil {
-		return m
+	m := v.object(obj, prefix, "attributes", false)
+	if m == nil {
+		return map[string]any{}
 	}
-	return map[string]any{}
+	v.noTemplateActions(m, prefix+"attributes")
+	return m
+}
+
+// noTemplateActions rejects attribute values with template delimiters or
+// NUL characters. Templates render attributes as data, so "{{ ... }}" in a
+// value could do no harm; it is refused all the same, because no store
+// setting needs it and a request carrying it is probing for an injection. A
+// NUL cannot pass into a process's arguments or environment at all.
+func (v *validator) noTemplateActions(value any, path string) {
+	switch t := value.(type) {
+	case string:
+		if strings.Contains(t, "{{") || strings.Contains(t, "}}") {
+			v.fail(path, "attribute values must not contain template delimiters {{ or }}")
+		}
+		if strings.ContainsRune(t, 0) {
+			v.fail(path, "attribute values must not contain NUL characters")
+		}
+	case map[string]any:
+		keys := make([]string, 0, len(t))
+		for k := range t {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if strings.ContainsRune(k, 0) || strings.Contains(k, "{{") {
+				v.fail(path, "attribute names must not contain NUL characters or {{")
+				continue
+			}
+			v.noTemplateActions(t[k], path+"."+k)
+		}
+	case []any:
+		for i, item := range t {
+			v.noTemplateActions(item, fmt.Sprintf("%s[%d]", path, i))
+		}
+	}
 }
 
 func (v *validator) groups(cluster map[string]any) map[string]NodeGroup {

@@ -193,6 +193,10 @@ func (s *Server) handleProvision(w http.ResponseWriter, r *http.Request) {
 		s.renderError(w, r, err)
 		return
 	}
+	if err := s.checkClusterCase(r.Context(), req.Cluster.ClusterID); err != nil {
+		s.renderError(w, r, err)
+		return
+	}
 	resp, err := s.driver.Provision(r.Context(), req)
 	if err != nil {
 		s.renderError(w, r, err)
@@ -202,6 +206,23 @@ func (s *Server) handleProvision(w http.ResponseWriter, r *http.Request) {
 		resp.NodeIDs = []string{}
 	}
 	s.writeJSON(w, r, http.StatusOK, resp)
+}
+
+// checkClusterCase refuses a cluster ID that differs only in case from one
+// the platform has: on case-insensitive file systems, in DNS names and in
+// people's heads the two would be the same cluster.
+func (s *Server) checkClusterCase(ctx context.Context, clusterID string) error {
+	disc, err := s.driver.Discover(ctx)
+	if err != nil {
+		return err
+	}
+	for _, c := range disc.Clusters {
+		if c.ClusterID != clusterID && strings.EqualFold(c.ClusterID, clusterID) {
+			return platform.Errorf(platform.ECONFLICT, "cluster ID %q differs only in case from the existing cluster %q; use %q",
+				clusterID, c.ClusterID, c.ClusterID)
+		}
+	}
+	return nil
 }
 
 func (s *Server) handleDeprovision(w http.ResponseWriter, r *http.Request) {

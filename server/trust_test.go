@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/berthio/berth/platform"
 )
 
 func TestInFlightLimit(t *testing.T) {
@@ -165,4 +167,23 @@ func TestSlowClientsAreCutOff(t *testing.T) {
 func isTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
+}
+
+func TestClusterIDsDifferingOnlyInCase(t *testing.T) {
+	group := "default"
+	d := &fakeDriver{discover: platform.DiscoveryResponse{Clusters: []platform.ClusterDiscovery{
+		{ClusterID: "c1", Nodes: []platform.DiscoveredNode{{NodeID: "n", AgentAddress: "a", NodeClass: "c", NodeGroup: &group}}},
+	}}}
+	s, _ := newTestServer(t, d, Options{})
+	body := strings.Replace(validProvision, `"cluster_id": "c1"`, `"cluster_id": "C1"`, 1)
+	if !strings.Contains(body, "C1") {
+		t.Fatalf("validProvision has no cluster_id c1:\n%s", validProvision)
+	}
+	got := errorBody(t, do(t, s, http.MethodPost, "/provision", body), http.StatusConflict)
+	if msg := got["error_msg"].(string); !strings.Contains(msg, `"c1"`) || len(d.provisions) != 0 {
+		t.Errorf("error_msg %q, %d provisions", msg, len(d.provisions))
+	}
+	if rec := do(t, s, http.MethodPost, "/provision", strings.Replace(validProvision, `"cluster_id": "c1"`, `"cluster_id": "c1"`, 1)); rec.Code != http.StatusOK {
+		t.Errorf("provision into the existing cluster = %d", rec.Code)
+	}
 }
