@@ -649,6 +649,16 @@ func TestUnreachablePlatform(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "cannot reach the platform") {
 		t.Fatalf("Run against a closed port: %v", err)
 	}
+
+	// Missing credentials are the caller's mistake, not the platform's.
+	locked := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusUnauthorized, "a bearer token is required", nil)
+	}))
+	defer locked.Close()
+	_, err = Run(context.Background(), testConfig(locked.URL))
+	if err == nil || !strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), "token") {
+		t.Fatalf("Run against a platform that wants a token: %v", err)
+	}
 }
 
 func TestWriteText(t *testing.T) {

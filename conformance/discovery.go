@@ -321,8 +321,12 @@ func (k *kit) discover(ctx context.Context) (*discovery, error) {
 		}
 		k.disCount++
 		k.obs[checkDiscoverStatus].note(fmt.Sprintf("GET %sdiscover failed: %v", k.base, err))
-		return nil, unreachableError{err}
+		return nil, err
 	}
+	return k.judgeDiscovery(a)
+}
+
+func (k *kit) judgeDiscovery(a *answer) (*discovery, error) {
 	k.disCount++
 	d, err := parseDiscovery(a)
 	for check, problem := range d.problems {
@@ -335,25 +339,21 @@ func (k *kit) discover(ctx context.Context) (*discovery, error) {
 	return d, nil
 }
 
-// unreachableError is a discovery that got no answer at all.
-type unreachableError struct{ err error }
-
-func (e unreachableError) Error() string { return e.err.Error() }
-func (e unreachableError) Unwrap() error { return e.err }
-
 // connect makes the first discovery. Only a platform that cannot be reached
-// at all stops the run; a bad answer is the checks' business.
+// or refuses the kit's credentials stops the run; any other answer is the
+// checks' business.
 func (k *kit) connect(ctx context.Context) error {
 	k.logf("checking %s with cluster %s", k.base, k.clusterID)
-	d, err := k.discover(ctx)
-	if err != nil && ctx.Err() != nil {
+	a, err := k.do(ctx, http.MethodGet, "discover", nil)
+	switch {
+	case ctx.Err() != nil:
 		return fmt.Errorf("conformance run interrupted: %w", ctx.Err())
+	case err != nil:
+		return fmt.Errorf("cannot reach the platform: %w", err)
+	case a.status == http.StatusUnauthorized || a.status == http.StatusForbidden:
+		return fmt.Errorf("the platform refused the kit's first discovery with %s (check the token and the client certificate)", a.describe())
 	}
-	var unreachable unreachableError
-	if errors.As(err, &unreachable) {
-		return fmt.Errorf("cannot reach the platform: %w", unreachable.err)
-	}
-	k.baseline = d
+	k.baseline, _ = k.judgeDiscovery(a)
 	return nil
 }
 

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berthio/berth/internal/testcerts"
 	"github.com/berthio/berth/internal/testenv"
 )
 
@@ -141,6 +144,37 @@ func TestConformanceJSONOutput(t *testing.T) {
 	}
 	if !strings.HasPrefix(rep.ClusterID, "conformance-") || rep.Passed != 3 || rep.Failed != 0 || rep.Skipped != len(rep.Results)-3 {
 		t.Errorf("report %+v", rep)
+	}
+}
+
+// TestConformanceOverTLS runs the kit against Berth over HTTPS with a
+// private CA, client certificates required and a bearer token: the kit's
+// raw requests carry the same TLS settings and token as the client's.
+func TestConformanceOverTLS(t *testing.T) {
+	ca := testcerts.NewCA(t, "conformance")
+	serverPair := ca.Server(t, "server")
+	clientPair := ca.Client(t, "kit")
+	tokenFile := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(tokenFile, []byte("kit-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := startBerth(t, "--data-dir", t.TempDir(), "--tls-cert", serverPair.CertFile, "--tls-key", serverPair.KeyFile,
+		"--tls-client-ca", ca.CertFile, "--auth-token-file", tokenFile)
+	conn := []string{"--url", srv.URL, "--ca", ca.CertFile, "--cert", clientPair.CertFile, "--key", clientPair.KeyFile}
+	// Checks that provision nothing: no store program needed.
+	only := []string{"--only", "discover-status,discover-json,reject-unknown-group,reject-error-body,deprovision-missing"}
+	args := append(append([]string{"conformance", "--token", "kit-token"}, conn...), only...)
+	out, errOut, code := berthStatus(t, args...)
+	if code != 0 {
+		t.Fatalf("berth conformance over TLS: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if _, summary := conformanceLines(t, out); !strings.HasPrefix(summary, "5 passed, 0 failed") {
+		t.Errorf("summary %q\n%s", summary, out)
+	}
+	// Without the token the kit stops before judging anything.
+	out, errOut, code = berthStatus(t, append(append([]string{"conformance"}, conn...), only...)...)
+	if code != 1 || out != "" || !strings.Contains(errOut, "401") {
+		t.Errorf("without the token: exit %d, stdout %q, stderr %q; want 1 naming the 401", code, out, errOut)
 	}
 }
 
