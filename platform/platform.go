@@ -6,7 +6,10 @@
 // imports none of them.
 package platform
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Driver places data store nodes somewhere: local processes, containers,
 // Kubernetes objects. Requests reach a driver already validated.
@@ -50,7 +53,23 @@ type DiscoveredNode struct {
 type ProvisionRequest struct {
 	Cluster   ClusterSpec   `json:"cluster"`
 	Provision ProvisionSpec `json:"provision"`
+	// Idempotency is set when the client sent an Idempotency-Key: a driver
+	// that honours it answers a retry (same key, same request) within
+	// IdempotencyWindow with the first answer, without provisioning again,
+	// and the same key with another request with EUNPROCESSABLE.
+	Idempotency *Idempotency `json:"-"`
 }
+
+// Idempotency identifies a provision across retries.
+type Idempotency struct {
+	Key string
+	// Digest is the SHA-256 of the request, to tell a retry from another
+	// request that reuses the key.
+	Digest string
+}
+
+// IdempotencyWindow is how long an Idempotency-Key is remembered.
+const IdempotencyWindow = 24 * time.Hour
 
 // ClusterSpec declares the cluster a node is provisioned into.
 type ClusterSpec struct {

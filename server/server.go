@@ -6,6 +6,9 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -197,6 +200,10 @@ func (s *Server) handleProvision(w http.ResponseWriter, r *http.Request) {
 		s.renderError(w, r, err)
 		return
 	}
+	if req.Idempotency, err = s.idempotency(r, req); err != nil {
+		s.renderError(w, r, err)
+		return
+	}
 	resp, err := s.driver.Provision(r.Context(), req)
 	if err != nil {
 		s.renderError(w, r, err)
@@ -206,6 +213,39 @@ func (s *Server) handleProvision(w http.ResponseWriter, r *http.Request) {
 		resp.NodeIDs = []string{}
 	}
 	s.writeJSON(w, r, http.StatusOK, resp)
+}
+
+// IdempotencyKeyHeader names a provision across the client's retries.
+const IdempotencyKeyHeader = "Idempotency-Key"
+
+// IdempotentDriver is implemented by drivers that honour Idempotency-Key
+// (see platform.ProvisionRequest.Idempotency). A key sent to another driver
+// is refused, rather than ignored: a client that sends one relies on it.
+type IdempotentDriver interface {
+	HonoursIdempotencyKeys() bool
+}
+
+// idempotency reads the request's Idempotency-Key, if any.
+func (s *Server) idempotency(r *http.Request, req platform.ProvisionRequest) (*platform.Idempotency, error) {
+	values := r.Header.Values(IdempotencyKeyHeader)
+	if len(values) == 0 {
+		return nil, nil
+	}
+	key := values[0]
+	if len(values) > 1 || key == "" || len(key) > 255 || strings.IndexFunc(key, func(c rune) bool { return c <= ' ' || c > '~' }) >= 0 {
+		return nil, platform.Errorf(platform.EINVALID, "%s must be one value of 1 to 255 printable ASCII characters without spaces", IdempotencyKeyHeader)
+	}
+	if d, ok := s.driver.(IdempotentDriver); !ok || !d.HonoursIdempotencyKeys() {
+		return nil, platform.Errorf(platform.EUNPROCESSABLE, "this platform's driver does not support %s", IdempotencyKeyHeader)
+	}
+	// The digest is of the decoded request, so that a retry that orders
+	// keys or spaces differently is still the same request.
+	canonical, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	digest := sha256.Sum256(canonical)
+	return &platform.Idempotency{Key: key, Digest: hex.EncodeToString(digest[:])}, nil
 }
 
 // checkClusterCase refuses a cluster ID that differs only in case from one

@@ -264,13 +264,31 @@ func (d *Driver) Provision(ctx context.Context, req platform.ProvisionRequest) (
 		return platform.ProvisionResponse{}, platform.Errorf(platform.EUNPROCESSABLE, "template %s: %v", tmpl.Name, err)
 	}
 
+	if req.Idempotency != nil {
+		// Retries with one key run one at a time: the second sees the
+		// first's answer.
+		unlock := d.lockNode("\x00idempotency", req.Idempotency.Key)
+		defer unlock()
+		if first, err := d.replay(req.Idempotency); err != nil || first != nil {
+			if first != nil {
+				d.logger.InfoContext(ctx, "provision retried; answering as the first time", "cluster_id", req.Cluster.ClusterID,
+					"idempotency_key", req.Idempotency.Key, "request_id", platform.RequestID(ctx))
+				return *first, nil
+			}
+			return platform.ProvisionResponse{}, err
+		}
+	}
 	records, err := d.reserve(req, tmpl, names.Ports)
 	if err != nil {
 		return platform.ProvisionResponse{}, err
 	}
 	resp := platform.ProvisionResponse{Count: len(records), NodeIDs: make([]string, 0, len(records))}
+	for _, rec := range records {
+		resp.NodeIDs = append(resp.NodeIDs, rec.NodeID)
+	}
 	if len(records) == 0 {
-		return resp, nil
+		err := d.db.Update(func(tx *bolt.Tx) error { return remember(tx, req.Idempotency, resp) })
+		return resp, err
 	}
 	// The request's client going away must not leave half-started nodes.
 	ctx = context.WithoutCancel(ctx)
@@ -293,14 +311,13 @@ func (d *Driver) Provision(ctx context.Context, req platform.ProvisionRequest) (
 				return err
 			}
 		}
-		return nil
+		return remember(tx, req.Idempotency, resp)
 	})
 	if err != nil {
 		d.rollback(ctx, records)
 		return platform.ProvisionResponse{}, fmt.Errorf("recording started nodes: %w", err)
 	}
 	for _, rec := range records {
-		resp.NodeIDs = append(resp.NodeIDs, rec.NodeID)
 		d.logger.InfoContext(ctx, "node provisioned", "cluster_id", rec.ClusterID, "node_id", rec.NodeID,
 			"node_group", rec.Group, "store", rec.Store, "version", rec.Version, "ports", rec.Ports,
 			"request_id", platform.RequestID(ctx))

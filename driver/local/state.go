@@ -71,7 +71,7 @@ func openState(dataDir string) (*bolt.DB, error) {
 		return nil, fmt.Errorf("opening state %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketNodes, bucketPorts} {
+		for _, name := range [][]byte{bucketNodes, bucketPorts, bucketIdempotency} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
