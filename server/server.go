@@ -56,13 +56,14 @@ type Readier interface {
 
 // Server is the HTTP handler of a Platform.
 type Server struct {
-	driver   platform.Driver
-	maxBody  int64
-	logger   *slog.Logger
-	routes   map[string]map[string]http.HandlerFunc // path -> method -> handler
-	basePath string
-	tokens   *Tokens
-	inFlight chan struct{} // one slot per provision or deprovision running
+	driver    platform.Driver
+	maxBody   int64
+	logger    *slog.Logger
+	routes    map[string]map[string]http.HandlerFunc // path -> method -> handler
+	basePath  string
+	tokens    *Tokens
+	inFlight  chan struct{} // one slot per provision or deprovision running
+	discovery discoveryCache
 }
 
 // New returns a Server that serves driver.
@@ -162,15 +163,6 @@ func (s *Server) bounded(h http.HandlerFunc) http.HandlerFunc {
 				"%d provisions and deprovisions are already in flight; retry later", cap(s.inFlight)))
 		}
 	}
-}
-
-func (s *Server) handleDiscover(w http.ResponseWriter, r *http.Request) {
-	resp, err := s.driver.Discover(r.Context())
-	if err != nil {
-		s.renderError(w, r, err)
-		return
-	}
-	s.writeJSON(w, r, http.StatusOK, withEmptyLists(resp))
 }
 
 // withEmptyLists returns resp with [] where a driver left a nil list:

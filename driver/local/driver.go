@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -74,7 +75,24 @@ type Driver struct {
 	// nextPort is where the next port search starts; only read and written
 	// inside bbolt update transactions, which run one at a time.
 	nextPort int
+
+	// generation moves after every change to the state (see
+	// DiscoveryGeneration).
+	generation atomic.Uint64
 }
+
+// update runs a read-write transaction, then moves the generation: after the
+// commit, so that a reader that saw the old generation cannot keep an answer
+// read before it.
+func (d *Driver) update(fn func(*bolt.Tx) error) error {
+	err := d.db.Update(fn)
+	d.generation.Add(1)
+	return err
+}
+
+// DiscoveryGeneration changes whenever the recorded nodes may have: the
+// server re-encodes discovery only then.
+func (d *Driver) DiscoveryGeneration() uint64 { return d.generation.Load() }
 
 // Open opens the driver's state under opts.DataDir, creating it if needed,
 // and re-attaches to the nodes it records.
@@ -287,7 +305,7 @@ func (d *Driver) Provision(ctx context.Context, req platform.ProvisionRequest) (
 		resp.NodeIDs = append(resp.NodeIDs, rec.NodeID)
 	}
 	if len(records) == 0 {
-		err := d.db.Update(func(tx *bolt.Tx) error { return remember(tx, req.Idempotency, resp) })
+		err := d.update(func(tx *bolt.Tx) error { return remember(tx, req.Idempotency, resp) })
 		return resp, err
 	}
 	// The request's client going away must not leave half-started nodes.
@@ -300,7 +318,7 @@ func (d *Driver) Provision(ctx context.Context, req platform.ProvisionRequest) (
 	}
 	// Only now is the provision answered: a node still "starting" after a
 	// crash is one nobody was told about, and is rolled back.
-	err = d.db.Update(func(tx *bolt.Tx) error {
+	err = d.update(func(tx *bolt.Tx) error {
 		for _, rec := range records {
 			stored, err := getNode(tx, rec.ClusterID, rec.NodeID)
 			if err != nil || stored == nil {
@@ -340,7 +358,7 @@ func (d *Driver) reserve(req platform.ProvisionRequest, tmpl *catalog.Template, 
 	}
 	attributes := req.Attributes()
 	var records []*nodeRecord
-	err := d.db.Update(func(tx *bolt.Tx) error {
+	err := d.update(func(tx *bolt.Tx) error {
 		records = nil
 		existing := 0
 		taken := map[string]bool{}
@@ -469,7 +487,7 @@ func (d *Driver) start(ctx context.Context, rec *nodeRecord) error {
 		// Recorded before anything else happens, so that a crash from now
 		// on finds the process by its record (or, before this, by its
 		// markers).
-		err = d.db.Update(func(tx *bolt.Tx) error { return putNode(tx, rec) })
+		err = d.update(func(tx *bolt.Tx) error { return putNode(tx, rec) })
 		d.watch(n, spec, r)
 		if err != nil {
 			return fmt.Errorf("recording process %s of node %s: %w", spec.Name, rec.NodeID, err)
@@ -518,7 +536,7 @@ func (d *Driver) Deprovision(ctx context.Context, req platform.DeprovisionReques
 		if err := d.runHooks(ctx, rec, "pre_stop"); err != nil {
 			return platform.Wrap(platform.EUNPROCESSABLE, err, "node %s was not deprovisioned: its pre_stop hook failed", rec.NodeID)
 		}
-		err = d.db.Update(func(tx *bolt.Tx) error {
+		err = d.update(func(tx *bolt.Tx) error {
 			stored, err := getNode(tx, rec.ClusterID, rec.NodeID)
 			if err != nil || stored == nil {
 				return err
@@ -553,7 +571,7 @@ func (d *Driver) remove(ctx context.Context, rec *nodeRecord) error {
 	// The cluster directory goes with its last node; Remove fails harmlessly
 	// while other nodes remain.
 	_ = os.Remove(filepath.Dir(dirs.Node))
-	err := d.db.Update(func(tx *bolt.Tx) error { return deleteNode(tx, rec) })
+	err := d.update(func(tx *bolt.Tx) error { return deleteNode(tx, rec) })
 	if err != nil {
 		return fmt.Errorf("deleting node record: %w", err)
 	}

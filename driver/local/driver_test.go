@@ -120,9 +120,13 @@ func TestRedisNodesLifecycle(t *testing.T) {
 	d := newTestDriver(t, dataDir)
 	cleanupNodes(t, d)
 
+	generation := d.DiscoveryGeneration()
 	resp, err := d.Provision(ctx, redisRequest("c1", "default", 3, 3))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if d.DiscoveryGeneration() == generation {
+		t.Error("a provision did not move the discovery generation")
 	}
 	if resp.Count != 3 || len(resp.NodeIDs) != 3 {
 		t.Fatalf("provision = %+v, want 3 nodes", resp)

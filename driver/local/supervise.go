@@ -185,7 +185,7 @@ func (d *Driver) updateProcess(n *node, name string, change func(*processRecord)
 }
 
 func (d *Driver) updateProcessLocked(n *node, name string, change func(*processRecord)) {
-	err := d.db.Update(func(tx *bolt.Tx) error {
+	err := d.update(func(tx *bolt.Tx) error {
 		rec, err := getNode(tx, n.clusterID, n.nodeID)
 		if err != nil || rec == nil || rec.State == stateStopping || rec.State == stateStarting {
 			return err
