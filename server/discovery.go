@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 )
 
 // DiscoveryVersioner is implemented by drivers that can tell cheaply whether
@@ -65,7 +66,9 @@ func (s *Server) encodedDiscovery(r *http.Request) ([]byte, string, error) {
 		}
 		s.discovery.mu.Unlock()
 	}
+	start := time.Now()
 	resp, err := s.driver.Discover(r.Context())
+	s.metrics.observe("discover", start, err)
 	if err != nil {
 		return nil, "", err
 	}

@@ -41,6 +41,7 @@ func (s *Server) withRequestLog(next http.HandlerFunc) http.HandlerFunc {
 					s.writeJSON(rec, r, http.StatusInternalServerError, map[string]any{"error": true, "error_msg": "internal error"})
 				}
 			}
+			s.metrics.request(s.routeLabel(r), r.Method, rec.statusOrOK(), time.Since(start))
 			level := slog.LevelInfo
 			if rec.status >= 500 {
 				level = slog.LevelError
@@ -56,6 +57,19 @@ func (s *Server) withRequestLog(next http.HandlerFunc) http.HandlerFunc {
 		}()
 		next(rec, r)
 	}
+}
+
+// routeLabel names the route a request went to, for metrics: a known path,
+// the logs route's pattern, or "other", so that arbitrary paths cannot grow
+// the number of series.
+func (s *Server) routeLabel(r *http.Request) string {
+	if _, ok := s.routes[r.URL.Path]; ok {
+		return r.URL.Path
+	}
+	if r.PathValue("cluster") != "" {
+		return "/v1/nodes/{cluster}/{node}/logs"
+	}
+	return "other"
 }
 
 // validRequestID accepts client IDs that are safe to echo and log.

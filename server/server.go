@@ -18,6 +18,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/berthio/berth/platform"
 )
@@ -64,6 +65,7 @@ type Server struct {
 	tokens    *Tokens
 	inFlight  chan struct{} // one slot per provision or deprovision running
 	discovery discoveryCache
+	metrics   *metrics
 }
 
 // New returns a Server that serves driver.
@@ -74,6 +76,7 @@ func New(driver platform.Driver, opts Options) *Server {
 		logger:   opts.Logger,
 		basePath: CleanBasePath(opts.BasePath),
 		tokens:   opts.Tokens,
+		metrics:  newMetrics(driver),
 	}
 	if opts.MaxInFlight <= 0 {
 		opts.MaxInFlight = DefaultMaxInFlight
@@ -92,6 +95,7 @@ func New(driver platform.Driver, opts Options) *Server {
 		api + "/deprovision": {http.MethodPost: s.bounded(s.handleDeprovision)},
 		"/healthz":           {http.MethodGet: s.handleHealthz},
 		"/readyz":            {http.MethodGet: s.handleReadyz},
+		"/metrics":           {http.MethodGet: s.handleMetrics},
 		nodesPath:            {http.MethodGet: s.handleNodes},
 		nodeLogsRoute:        {http.MethodGet: s.nodeLogsHandler()},
 	}
@@ -155,7 +159,11 @@ func (s *Server) bounded(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case s.inFlight <- struct{}{}:
-			defer func() { <-s.inFlight }()
+			s.metrics.inFlight.Inc()
+			defer func() {
+				s.metrics.inFlight.Dec()
+				<-s.inFlight
+			}()
 			h(w, r)
 		default:
 			w.Header().Set("Retry-After", "1")
@@ -196,7 +204,9 @@ func (s *Server) handleProvision(w http.ResponseWriter, r *http.Request) {
 		s.renderError(w, r, err)
 		return
 	}
+	start := time.Now()
 	resp, err := s.driver.Provision(r.Context(), req)
+	s.metrics.observe("provision", start, err)
 	if err != nil {
 		s.renderError(w, r, err)
 		return
@@ -267,7 +277,10 @@ func (s *Server) handleDeprovision(w http.ResponseWriter, r *http.Request) {
 		s.renderError(w, r, err)
 		return
 	}
-	if err := s.driver.Deprovision(r.Context(), req); err != nil {
+	start := time.Now()
+	err = s.driver.Deprovision(r.Context(), req)
+	s.metrics.observe("deprovision", start, err)
+	if err != nil {
 		s.renderError(w, r, err)
 		return
 	}

@@ -7,12 +7,15 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -60,6 +63,7 @@ type serveOptions struct {
 	tlsKey     string
 	tlsCA      string
 	tokenFile  string
+	pprof      string
 }
 
 func newServeCommand() *cobra.Command {
@@ -93,6 +97,7 @@ their state and files under --data-dir; they keep running when berth stops.`,
 	f.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate to serve HTTPS with (with --tls-key; reloaded on SIGHUP)")
 	f.StringVar(&o.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	f.StringVar(&o.tlsCA, "tls-client-ca", "", "PEM CA bundle: clients must present a certificate it signed (needs --tls-cert)")
+	f.StringVar(&o.pprof, "pprof", "", "serve Go's profiler (/debug/pprof/) on this loopback address, such as 127.0.0.1:6060")
 	f.StringVar(&o.tokenFile, "auth-token-file", "", "file of bearer tokens, one per line or sha256:<hex>; every endpoint but /healthz then needs one (reloaded on SIGHUP)")
 	for _, factory := range factories {
 		factory.addFlags(f)
@@ -167,6 +172,13 @@ func serve(cmd *cobra.Command, o serveOptions, factories []*driverFactory) error
 	}
 	stopReloading := reloadOnSIGHUP(logger, reloaders)
 	defer stopReloading()
+	if o.pprof != "" {
+		stopProfiler, err := serveProfiler(o.pprof, logger)
+		if err != nil {
+			return err
+		}
+		defer stopProfiler()
+	}
 
 	out := cmd.OutOrStdout()
 	dataDir, _ := filepath.Abs(o.dataDir)
@@ -177,6 +189,32 @@ func serve(cmd *cobra.Command, o serveOptions, factories []*driverFactory) error
 	err = server.Serve(cmd.Context(), ln, srv, server.DefaultTimeouts)
 	logger.Info("berth stopped; nodes keep running")
 	return err
+}
+
+// serveProfiler serves net/http/pprof on its own listener, apart from the
+// API and its auth, which is why it must be a loopback address.
+func serveProfiler(addr string, logger *slog.Logger) (stop func(), err error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, usageErrorf("--pprof %q: want host:port", addr)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, usageErrorf("--pprof %q: the profiler is served without auth, so only on a loopback address such as 127.0.0.1:6060", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--pprof: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	logger.Info("profiler serving", "address", "http://"+ln.Addr().String()+"/debug/pprof/")
+	return func() { srv.Close() }, nil
 }
 
 // reloadOnSIGHUP reloads the certificate and the token file on SIGHUP;

@@ -312,6 +312,8 @@ func (d *Driver) Provision(ctx context.Context, req platform.ProvisionRequest) (
 	ctx = context.WithoutCancel(ctx)
 	for _, rec := range records {
 		if err := d.start(ctx, rec); err != nil {
+			d.logger.WarnContext(ctx, "node provision failed", "cluster_id", rec.ClusterID, "node_id", rec.NodeID,
+				"error", err, "request_id", platform.RequestID(ctx))
 			d.rollback(ctx, records)
 			return platform.ProvisionResponse{}, err
 		}
@@ -493,6 +495,8 @@ func (d *Driver) start(ctx context.Context, rec *nodeRecord) error {
 			return fmt.Errorf("recording process %s of node %s: %w", spec.Name, rec.NodeID, err)
 		}
 	}
+	d.logger.InfoContext(ctx, "node started", "cluster_id", rec.ClusterID, "node_id", rec.NodeID,
+		"processes", len(rec.Processes), "request_id", platform.RequestID(ctx))
 	if err := d.runHooks(ctx, rec, "post_start"); err != nil {
 		return platform.Wrap(platform.EUNPROCESSABLE, err, "node %s", rec.NodeID)
 	}
