@@ -49,18 +49,28 @@ type Hooks struct {
 	PreStop []Step `yaml:"pre_stop" json:"pre_stop,omitempty"`
 }
 
-// Step is a command run to completion: an init step or a hook.
-type Step struct {
+// Command is what a step and a process have in common: a program run as
+// an argv list, never through a shell.
+type Command struct {
 	Name string `yaml:"name" json:"name,omitempty"`
-	// When, if set, must render to "true" for the step to run (so a
-	// template can say "only when the cluster already has nodes").
+	// When, if set, must render to "true" for the command to be part of the
+	// node: a template can say "only when the cluster already has nodes",
+	// or choose between alternatives by group.
 	When string            `yaml:"when" json:"when,omitempty"`
 	Argv []string          `yaml:"argv" json:"argv"`
 	Env  map[string]string `yaml:"env" json:"env,omitempty"`
-	Dir  string            `yaml:"dir" json:"dir,omitempty"`
-	User string            `yaml:"user" json:"user,omitempty"`
-	// Group overrides the user's primary group.
+	// Dir is the working directory (default: the node's data directory).
+	Dir string `yaml:"dir" json:"dir,omitempty"`
+	// User and Group run the command as another account; Berth must then
+	// run as root. The node's directories are given to that account. Group
+	// overrides the user's primary group.
+	User  string `yaml:"user" json:"user,omitempty"`
 	Group string `yaml:"group" json:"group,omitempty"`
+}
+
+// Step is a command run to completion: an init step or a hook.
+type Step struct {
+	Command `yaml:",inline"`
 	// Timeout bounds one run of the step (default 60s).
 	Timeout duration `yaml:"timeout" json:"timeout,omitempty"`
 	// Retry keeps running a failing step for up to this long, one second
@@ -74,21 +84,9 @@ type Step struct {
 	IgnoreFailure bool `yaml:"ignore_failure" json:"ignore_failure,omitempty"`
 }
 
-// ProcessSpec is one long-running process of a node. Argv is run as it is,
-// never through a shell.
+// ProcessSpec is one long-running process of a node.
 type ProcessSpec struct {
-	Name string `yaml:"name" json:"name"`
-	// When, if set, must render to "true" for the node to have this
-	// process; a template can so choose between alternatives by group.
-	When string            `yaml:"when" json:"when,omitempty"`
-	Argv []string          `yaml:"argv" json:"argv"`
-	Env  map[string]string `yaml:"env" json:"env,omitempty"`
-	// Dir is the working directory (default: the node's data directory).
-	Dir string `yaml:"dir" json:"dir,omitempty"`
-	// User and Group run the process as another account; Berth must then
-	// run as root. The node's directories are given to that account.
-	User  string `yaml:"user" json:"user,omitempty"`
-	Group string `yaml:"group" json:"group,omitempty"`
+	Command `yaml:",inline"`
 	// StopSignal is sent on deprovision (default TERM); KILL follows after
 	// the grace period.
 	StopSignal string `yaml:"stop_signal" json:"stop_signal,omitempty"`
