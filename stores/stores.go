@@ -7,7 +7,7 @@ import (
 	"io/fs"
 )
 
-//go:embed local
+//go:embed local docker
 var files embed.FS
 
 // FS returns the built-in catalogue.

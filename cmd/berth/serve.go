@@ -46,7 +46,7 @@ type driverEnv struct {
 
 // driverFactories lists the drivers this binary has; the first is the default.
 func driverFactories() []*driverFactory {
-	return []*driverFactory{localDriver()}
+	return []*driverFactory{localDriver(), dockerDriver()}
 }
 
 type serveOptions struct {
