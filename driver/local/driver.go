@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -485,15 +486,18 @@ func (d *Driver) start(ctx context.Context, rec *nodeRecord) error {
 		if err != nil {
 			return platform.Wrap(platform.EUNPROCESSABLE, err, "node %s: process %s failed to start", rec.NodeID, spec.Name)
 		}
-		rec.Processes = append(rec.Processes, r.rec)
 		// Recorded before anything else happens, so that a crash from now
 		// on finds the process by its record (or, before this, by its
-		// markers).
-		err = d.update(func(tx *bolt.Tx) error { return putNode(tx, rec) })
-		d.watch(n, spec, r)
-		if err != nil {
+		// markers). The record is read and written again rather than
+		// overwritten: an earlier process may have exited meanwhile.
+		if err := d.updateProcess(n, spec.Name, func(p *processRecord) { *p = r.rec }); err != nil {
+			_ = r.rec.signalGroup(syscall.SIGKILL)
 			return fmt.Errorf("recording process %s of node %s: %w", spec.Name, rec.NodeID, err)
 		}
+		d.watch(n, spec, r)
+	}
+	if fresh, err := d.record(rec.ClusterID, rec.NodeID); err == nil && fresh != nil {
+		rec.Processes = fresh.Processes
 	}
 	d.logger.InfoContext(ctx, "node started", "cluster_id", rec.ClusterID, "node_id", rec.NodeID,
 		"processes", len(rec.Processes), "request_id", platform.RequestID(ctx))

@@ -177,17 +177,19 @@ func (d *Driver) restartPolicy(n *node) (string, error) {
 	return rec.Spec.RestartPolicy, nil
 }
 
-// updateProcess changes one process's record, and the node's state with it.
-func (d *Driver) updateProcess(n *node, name string, change func(*processRecord)) {
+// updateProcess changes one process's record, and the node's state with it
+// (a node still starting stays starting until its provision is answered; a
+// node being stopped is left alone).
+func (d *Driver) updateProcess(n *node, name string, change func(*processRecord)) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	d.updateProcessLocked(n, name, change)
+	return d.updateProcessLocked(n, name, change)
 }
 
-func (d *Driver) updateProcessLocked(n *node, name string, change func(*processRecord)) {
+func (d *Driver) updateProcessLocked(n *node, name string, change func(*processRecord)) error {
 	err := d.update(func(tx *bolt.Tx) error {
 		rec, err := getNode(tx, n.clusterID, n.nodeID)
-		if err != nil || rec == nil || rec.State == stateStopping || rec.State == stateStarting {
+		if err != nil || rec == nil || rec.State == stateStopping {
 			return err
 		}
 		i := 0
@@ -198,12 +200,15 @@ func (d *Driver) updateProcessLocked(n *node, name string, change func(*processR
 			rec.Processes = append(rec.Processes, processRecord{Name: name})
 		}
 		change(&rec.Processes[i])
-		rec.State = nodeState(rec.Processes)
+		if rec.State != stateStarting {
+			rec.State = nodeState(rec.Processes)
+		}
 		return putNode(tx, rec)
 	})
 	if err != nil {
 		d.logger.Error("recording process state", "cluster_id", n.clusterID, "node_id", n.nodeID, "process", name, "error", err)
 	}
+	return err
 }
 
 // nodeState derives a node's state from its processes'.
