@@ -315,4 +315,8 @@ func parseSignal(name string) (syscall.Signal, error) {
 }
 
 // isRoot reports whether Berth may run processes as other accounts.
-func isRoot() bool { return os.Geteuid() == 0 }
+func isRoot() bool { return geteuid() == 0 }
+
+// geteuid is os.Geteuid; tests replace it to see what a Berth that is not
+// root does.
+var geteuid = os.Geteuid

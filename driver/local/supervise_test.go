@@ -438,3 +438,23 @@ processes:
 		t.Fatalf("a failed init left %+v", disc)
 	}
 }
+
+// TestOtherAccountNeedsRoot checks that a Berth that is neither root nor the
+// account a template names refuses the provision with 422 and creates
+// nothing.
+func TestOtherAccountNeedsRoot(t *testing.T) {
+	if _, err := lookupCredential("nobody", ""); err != nil {
+		t.Skipf("no account nobody here: %v", err)
+	}
+	geteuid = func() int { return 54321 }
+	defer func() { geteuid = os.Geteuid }()
+	tmpl := fmt.Sprintf(sleeper, "always", uniqueSleep()) + "    user: nobody\n"
+	d := openDriver(t, t.TempDir(), testCatalog(t, tmpl))
+	_, err := d.Provision(context.Background(), testRequest("account"))
+	if platform.ErrorCode(err) != platform.EUNPROCESSABLE || !strings.Contains(err.Error(), `runs as user "nobody"`) || !strings.Contains(err.Error(), "not root") {
+		t.Fatalf("provision as another account without root: %v", err)
+	}
+	if disc, _ := d.Discover(context.Background()); len(disc.Clusters) != 0 {
+		t.Fatalf("a refused provision left %+v", disc)
+	}
+}

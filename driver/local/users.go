@@ -48,8 +48,8 @@ func lookupCredential(userName, groupName string) (*credential, error) {
 		}
 	}
 	c := &credential{User: userName, UID: uint32(uid), GID: uint32(gid), Home: u.HomeDir}
-	if !isRoot() && c.UID != uint32(os.Geteuid()) {
-		return nil, fmt.Errorf("it runs as user %q, and berth runs as uid %d, not root, so it cannot switch to that account", userName, os.Geteuid())
+	if !isRoot() && c.UID != uint32(geteuid()) {
+		return nil, fmt.Errorf("it runs as user %q, and berth runs as uid %d, not root, so it cannot switch to that account", userName, geteuid())
 	}
 	return c, nil
 }
