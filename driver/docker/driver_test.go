@@ -188,33 +188,7 @@ func (f *fixture) discover(t *testing.T, cluster string) []platform.DiscoveredNo
 // and network of a cluster.
 func (f *fixture) leftovers(t *testing.T, cluster string) []string {
 	t.Helper()
-	ctx := context.Background()
-	filter := client.Filters{}.Add("label", LabelCluster+"="+cluster)
-	var left []string
-	cs, err := f.api.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: filter})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range cs.Items {
-		left = append(left, "container "+strings.Join(c.Names, ","))
-	}
-	vs, err := f.api.VolumeList(ctx, client.VolumeListOptions{Filters: filter})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range vs.Items {
-		left = append(left, "volume "+v.Name)
-	}
-	ns, err := f.api.NetworkList(ctx, client.NetworkListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range ns.Items {
-		if n.Labels[LabelCluster] == cluster || n.Name == networkName(cluster) {
-			left = append(left, "network "+n.Name)
-		}
-	}
-	return left
+	return f.engine.Objects(t, LabelCluster+"="+cluster)
 }
 
 // redisCommand sends one inline command and returns the first reply line,

@@ -23,11 +23,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -209,6 +211,60 @@ func (e *Engine) HTTPClient() *http.Client {
 			return d.DialContext(ctx, "unix", e.Socket())
 		}},
 	}
+}
+
+// Objects lists, through the engine's Docker-compatible API, every
+// container (running or not), volume and network that carries label (a
+// "key" or "key=value" filter), as "container NAME", "volume NAME" and
+// "network NAME": for tests that check that nothing was left behind.
+func (e *Engine) Objects(t testing.TB, label string) []string {
+	t.Helper()
+	filters, _ := json.Marshal(map[string][]string{"label": {label}})
+	query := "?filters=" + url.QueryEscape(string(filters))
+	var containers []struct{ Names []string }
+	e.getJSON(t, "/containers/json"+query+"&all=true", &containers)
+	var volumes struct{ Volumes []struct{ Name string } }
+	e.getJSON(t, "/volumes"+query, &volumes)
+	var networks []struct{ Name string }
+	e.getJSON(t, "/networks"+query, &networks)
+	var objects []string
+	for _, c := range containers {
+		objects = append(objects, "container "+strings.TrimPrefix(strings.Join(c.Names, ","), "/"))
+	}
+	for _, v := range volumes.Volumes {
+		objects = append(objects, "volume "+v.Name)
+	}
+	for _, n := range networks {
+		objects = append(objects, "network "+n.Name)
+	}
+	return objects
+}
+
+// APIVersion is the Docker Engine API version the tests' own checks use;
+// Podman 4 serves 1.41.
+const APIVersion = "v1.41"
+
+func (e *Engine) getJSON(t testing.TB, path string, out any) {
+	t.Helper()
+	resp, err := e.HTTPClient().Get("http://podman/" + APIVersion + path)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s: %s", path, resp.Status, body)
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		t.Fatalf("GET %s: %v: %s", path, err, body)
+	}
+}
+
+// Inspect returns the engine's view of one container (GET
+// /containers/NAME/json) decoded into out.
+func (e *Engine) Inspect(t testing.TB, container string, out any) {
+	t.Helper()
+	e.getJSON(t, "/containers/"+url.PathEscape(container)+"/json", out)
 }
 
 // Logs returns what the engine printed so far.
