@@ -3,7 +3,9 @@ package catalog
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"path"
 	"strings"
@@ -21,8 +23,11 @@ import (
 // processes, nor change a value's type.
 type Template struct {
 	// Name is the template's path in its catalogue, for messages.
-	Name    string
-	root    *yaml.Node
+	Name string
+	root *yaml.Node
+	// more are the documents after the first of a multi-document file;
+	// only Documents sees them.
+	more    []*yaml.Node
 	scalars map[string]*template.Template // by the scalar's source text
 }
 
@@ -48,6 +53,9 @@ type Context struct {
 	Peers []Peer
 	// Captured holds the values earlier hook steps captured, by name.
 	Captured map[string]string
+	// Namespace is the Kubernetes namespace the node's objects go into
+	// (Kubernetes driver only).
+	Namespace string
 }
 
 // Peer is another node of the same cluster, as templates see it.
@@ -56,6 +64,8 @@ type Peer struct {
 	NodeGroup string
 	NodeClass string
 	Ports     map[string]int
+	// Namespace is the peer's Kubernetes namespace (Kubernetes driver only).
+	Namespace string
 }
 
 // PeersIn returns the peers of one node group, for example to render the
@@ -111,19 +121,27 @@ func loadTemplate(fsys fs.FS, driver, name string) (*Template, error) {
 
 // Parse parses a template from its YAML text; name is for messages. Drivers
 // use it to reload a section they stored (see Split).
+//
+// The text may hold several YAML documents separated by "---" lines; empty
+// documents are dropped. Render, Decode, Split, Items and Source see the
+// first document only; Documents returns each.
 func Parse(name string, data []byte) (*Template, error) {
-	t := &Template{Name: name, root: &yaml.Node{}, scalars: map[string]*template.Template{}}
-	if err := yaml.Unmarshal(data, t.root); err != nil {
+	t := &Template{Name: name, scalars: map[string]*template.Template{}}
+	docs, err := parseDocuments(data)
+	if err != nil {
 		return nil, fmt.Errorf("template %s: %w", t.Name, err)
 	}
-	if t.root.Kind == 0 {
+	if len(docs) == 0 {
 		return nil, fmt.Errorf("template %s is empty", t.Name)
 	}
-	if err := checkKeys(t.root); err != nil {
-		return nil, fmt.Errorf("template %s: %w", t.Name, err)
+	t.root, t.more = docs[0], docs[1:]
+	for _, doc := range docs {
+		if err := checkKeys(doc); err != nil {
+			return nil, fmt.Errorf("template %s: %w", t.Name, err)
+		}
 	}
 	var parseErr error
-	walkScalars(t.root, func(n *yaml.Node) {
+	walkScalars(&yaml.Node{Kind: yaml.SequenceNode, Content: docs}, func(n *yaml.Node) {
 		if parseErr != nil || !strings.Contains(n.Value, "{{") {
 			return
 		}
@@ -141,6 +159,39 @@ func Parse(name string, data []byte) (*Template, error) {
 		return nil, parseErr
 	}
 	return t, nil
+}
+
+// parseDocuments decodes every YAML document of data, leaving out empty
+// ones (a leading or trailing "---", or a document of comments only).
+func parseDocuments(data []byte) ([]*yaml.Node, error) {
+	var docs []*yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		doc := &yaml.Node{}
+		err := dec.Decode(doc)
+		if errors.Is(err, io.EOF) {
+			return docs, nil
+		} else if err != nil {
+			return nil, err
+		}
+		if doc.Kind == 0 || len(doc.Content) == 1 && doc.Content[0].Tag == "!!null" {
+			continue
+		}
+		docs = append(docs, doc)
+	}
+}
+
+// Documents returns each YAML document of a multi-document template as a
+// template of its own, in order; for a single document, the template itself.
+func (t *Template) Documents() []*Template {
+	if len(t.more) == 0 {
+		return []*Template{t}
+	}
+	docs := []*Template{{Name: t.Name + "#1", root: t.root, scalars: t.scalars}}
+	for i, n := range t.more {
+		docs = append(docs, &Template{Name: fmt.Sprintf("%s#%d", t.Name, i+2), root: n, scalars: t.scalars})
+	}
+	return docs
 }
 
 // checkKeys rejects template actions outside scalar values. An unquoted
