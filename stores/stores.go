@@ -7,7 +7,7 @@ import (
 	"io/fs"
 )
 
-//go:embed local docker
+//go:embed local docker kube
 var files embed.FS
 
 // FS returns the built-in catalogue.
