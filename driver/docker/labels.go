@@ -61,8 +61,8 @@ type node struct {
 	Created                                         time.Time
 	// Ports are the node's container ports by name, as its peers reach them.
 	Ports map[string]int
-	// Addresses are the published addresses by port name (running
-	// containers only: a stopped container publishes nothing).
+	// Addresses are the published addresses by port name, as the list
+	// shows them (Docker shows none for a stopped container).
 	Addresses    map[string]string
 	AgentAddress string
 	Containers   []container.Summary
