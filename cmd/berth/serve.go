@@ -46,7 +46,7 @@ type driverEnv struct {
 
 // driverFactories lists the drivers this binary has; the first is the default.
 func driverFactories() []*driverFactory {
-	return []*driverFactory{localDriver(), dockerDriver()}
+	return []*driverFactory{localDriver(), dockerDriver(), kubeDriver()}
 }
 
 type serveOptions struct {
