@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/berthio/berth/internal/podmantest"
 	"github.com/berthio/berth/internal/testenv"
 )
 
@@ -108,9 +110,11 @@ func TestVerdicts(t *testing.T) {
 		want string
 	}{
 		{comparison{Berth: 1.2, Baseline: 1, GoalRatio: 1.25}, "met"},
-		{comparison{Berth: 1.5, Baseline: 1, GoalRatio: 1.25}, "**MISSED**: 1.50x against 1.25x, 20% over"},
-		{comparison{Berth: 160, Unit: "MB", Baseline: math.NaN(), GoalBelow: 150}, "**MISSED**: 160 MB against 150 MB, 7% over"},
+		{comparison{Berth: 1.5, Baseline: 1, GoalRatio: 1.25}, "**MISSED**: 1.500x against 1.25x, 20.0% over"},
+		{comparison{Berth: 160, Unit: "MB", Baseline: math.NaN(), GoalBelow: 150}, "**MISSED**: 160 MB against 150 MB, 6.7% over"},
 		{comparison{Berth: 3, Baseline: 1}, "(no goal)"},
+		{comparison{Berth: 1, Unit: "calls", Baseline: 51, GoalAtMost: 1}, "met"},
+		{comparison{Berth: 2, Unit: "calls", Baseline: 51, GoalAtMost: 1}, "**MISSED**: 2 calls against at most 1 calls, 100.0% over"},
 	} {
 		if got := tc.c.verdict(); got != tc.want {
 			t.Errorf("%+v: %q, want %q", tc.c, got, tc.want)
@@ -121,5 +125,37 @@ func TestVerdicts(t *testing.T) {
 	}
 	if p := (sample{3, 1, 2, 4}).percentile(100); p != 4 {
 		t.Errorf("p100 of 1..4 = %v, want 4", p)
+	}
+}
+
+func TestContainersScenario(t *testing.T) {
+	podmantest.Require(t)
+	f, notRun, err := measureContainers(context.Background(), tiny())
+	if err != nil || notRun != "" {
+		t.Fatalf("%v (not run: %q)", err, notRun)
+	}
+	last := f.calls[len(f.calls)-1]
+	if last.nodes != 2 || total(last.berth) != last.discoveries {
+		t.Errorf("at %d containers Berth made %v for %d discoveries; want one list call each", last.nodes, last.berth, last.discoveries)
+	}
+	if got := last.baseline["GET /containers/{id}/json"]; got != 2*last.discoveries {
+		t.Errorf("the baseline made %d inspects for %d discoveries of 2 containers", got, last.discoveries)
+	}
+	checkReport(t, containersReport(tiny(), f))
+}
+
+func TestCallNames(t *testing.T) {
+	for path, want := range map[string]string{
+		"/v1.41/containers/json":                         "GET /containers/json",
+		"/v1.41/containers/0123abcd/json":                "GET /containers/{id}/json",
+		"/containers/berth-c-n-redis/start":              "GET /containers/{id}/start",
+		"/v1.41/images/docker.io/library/redis:7.0/json": "GET /images/{name}/json",
+		"/_ping":                                 "GET /_ping",
+		"/v1.41/networks/berth-bench-0a1b2c-000": "GET /networks/{id}",
+	} {
+		r, _ := http.NewRequest(http.MethodGet, "http://engine"+path, nil)
+		if got := callName(r); got != want {
+			t.Errorf("%s: %q, want %q", path, got, want)
+		}
 	}
 }

@@ -48,7 +48,7 @@ type config struct {
 	out, progress     io.Writer
 }
 
-var allScenarios = []string{"discovery", "provision", "memory"}
+var allScenarios = []string{"discovery", "provision", "memory", "containers"}
 
 func main() {
 	if role := os.Getenv(childEnv); role != "" {
@@ -71,6 +71,8 @@ func main() {
 	flag.IntVar(&cfg.provisionNodes, "provision-nodes", 50, "provision: Redis nodes provisioned (and as many started directly)")
 	flag.IntVar(&cfg.memoryNodes, "memory-nodes", 10000, "memory: nodes seeded in state")
 	flag.IntVar(&cfg.runningNodes, "running-nodes", 64, "memory: running local nodes (sleep processes) for the per-node overhead")
+	flag.IntVar(&cfg.containers, "containers", 50, "containers: Redis containers (one per node) on a private Podman engine")
+	flag.IntVar(&cfg.containerRequests, "container-requests", 50, "containers: discoveries timed per side")
 	flag.StringVar(&cfg.berthBin, "berth", "", "memory: measure this berth binary (berth serve) instead of the bench's own driver+server process")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (Berth's server and driver run in this process) to this file")
 	flag.Parse()
@@ -130,6 +132,8 @@ func run(ctx context.Context, cfg config, args []string) error {
 			rep, err = benchProvision(ctx, cfg)
 		case "memory":
 			rep, err = benchMemory(ctx, cfg)
+		case "containers":
+			rep, err = benchContainers(ctx, cfg)
 		}
 		if err != nil {
 			// One scenario failing does not hide the others' figures.

@@ -24,6 +24,8 @@ type comparison struct {
 	// Berth itself (0: none).
 	GoalRatio float64
 	GoalBelow float64
+	// GoalAtMost bounds Berth itself, inclusively (0: none).
+	GoalAtMost float64
 }
 
 // Ratio is Berth's value over the baseline's (NaN without a baseline).
@@ -48,6 +50,9 @@ func (c comparison) Met() bool {
 	if c.GoalBelow > 0 && !(c.Berth < c.GoalBelow) {
 		return false
 	}
+	if c.GoalAtMost > 0 && !(c.Berth <= c.GoalAtMost) {
+		return false
+	}
 	return true
 }
 
@@ -59,6 +64,9 @@ func (c comparison) goal() string {
 	if c.GoalBelow > 0 {
 		goals = append(goals, fmt.Sprintf("< %s %s", number(c.GoalBelow), c.Unit))
 	}
+	if c.GoalAtMost > 0 {
+		goals = append(goals, fmt.Sprintf("≤ %s %s", number(c.GoalAtMost), c.Unit))
+	}
 	if len(goals) == 0 {
 		return "-"
 	}
@@ -67,7 +75,7 @@ func (c comparison) goal() string {
 
 // verdict says whether the goal is met and, if not, by how much it is missed.
 func (c comparison) verdict() string {
-	if c.GoalRatio == 0 && c.GoalBelow == 0 {
+	if c.GoalRatio == 0 && c.GoalBelow == 0 && c.GoalAtMost == 0 {
 		return "(no goal)"
 	}
 	if c.Met() {
@@ -75,10 +83,13 @@ func (c comparison) verdict() string {
 	}
 	var by []string
 	if c.GoalRatio > 0 && !(c.Ratio() <= c.GoalRatio) {
-		by = append(by, fmt.Sprintf("%.2fx against %.2fx, %.0f%% over", c.Ratio(), c.GoalRatio, (c.Ratio()/c.GoalRatio-1)*100))
+		by = append(by, fmt.Sprintf("%.3fx against %.2fx, %.1f%% over", c.Ratio(), c.GoalRatio, (c.Ratio()/c.GoalRatio-1)*100))
 	}
 	if c.GoalBelow > 0 && !(c.Berth < c.GoalBelow) {
-		by = append(by, fmt.Sprintf("%s %s against %s %s, %.0f%% over", number(c.Berth), c.Unit, number(c.GoalBelow), c.Unit, (c.Berth/c.GoalBelow-1)*100))
+		by = append(by, fmt.Sprintf("%s %s against %s %s, %.1f%% over", number(c.Berth), c.Unit, number(c.GoalBelow), c.Unit, (c.Berth/c.GoalBelow-1)*100))
+	}
+	if c.GoalAtMost > 0 && !(c.Berth <= c.GoalAtMost) {
+		by = append(by, fmt.Sprintf("%s %s against at most %s %s, %.1f%% over", number(c.Berth), c.Unit, number(c.GoalAtMost), c.Unit, (c.Berth/c.GoalAtMost-1)*100))
 	}
 	return "**MISSED**: " + strings.Join(by, "; ")
 }
