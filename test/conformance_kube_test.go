@@ -1,6 +1,7 @@
 package test
 
 import (
+	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -88,6 +89,21 @@ func TestKubeCLI(t *testing.T) {
 	_, errOut, code := berthStatus(t, "deprovision", "--url", srv.URL, "--cluster", "demo", "--node", node.NodeID)
 	if code != 1 || !strings.Contains(errOut, "has no node") {
 		t.Errorf("second deprovision: exit %d, %s", code, errOut)
+	}
+
+	// A namespace Berth does not manage is a 400 over HTTP.
+	answer, err := http.Post(srv.URL+"provision", "application/json", strings.NewReader(`{
+		"cluster": {"cluster_id": "demo", "store": "redis", "store_version": "7.0",
+		            "attributes": {"namespace": "kube-system"},
+		            "nodes": {"default": {"desired_count": 1, "node_class": "default"}}},
+		"provision": {"node_group_id": "default"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(answer.Body)
+	answer.Body.Close()
+	if answer.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), `namespace \"kube-system\" is not one this platform manages`) {
+		t.Errorf("provision into kube-system: %d %s", answer.StatusCode, body)
 	}
 }
 

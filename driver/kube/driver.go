@@ -99,6 +99,10 @@ const (
 // written Kind for the core API group, else Kind.group (StatefulSet.apps).
 var DefaultDeprovisionKinds = []string{"Pod", "Service", "PersistentVolumeClaim", "ConfigMap"}
 
+// operationTimeout bounds the API calls of one provision, rollback or
+// deprovision, which run on even if the HTTP client goes away.
+const operationTimeout = 2 * time.Minute
+
 // Catalog finds the template of a node.
 type Catalog interface {
 	Lookup(catalog.Request) (*catalog.Template, error)
@@ -207,6 +211,11 @@ func Open(opts Options) (*Driver, error) {
 	cfg := rest.CopyConfig(opts.Config)
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "berth"
+	}
+	// client-go's defaults (5 requests a second) would make a provision of
+	// a few nodes wait on the client's own rate limiter.
+	if cfg.QPS == 0 {
+		cfg.QPS, cfg.Burst = 50, 100
 	}
 	httpClient, err := rest.HTTPClientFor(cfg)
 	if err != nil {
@@ -491,8 +500,10 @@ func (d *Driver) Provision(ctx context.Context, req platform.ProvisionRequest) (
 		peers = append(peers, catalog.Peer{NodeID: id, NodeGroup: tctx.NodeGroup, NodeClass: tctx.NodeClass, Namespace: node.pod.u.GetNamespace()})
 	}
 
-	// The request's client going away must not leave half-created nodes.
-	ctx = context.WithoutCancel(ctx)
+	// The request's client going away must not leave half-created nodes,
+	// but a hung API server must not hold the request for ever.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), operationTimeout)
+	defer cancel()
 	var created []*object
 	for _, node := range planned {
 		for _, obj := range node.objects {
@@ -652,6 +663,9 @@ func (d *Driver) apply(ctx context.Context, obj *object) (attempted bool, err er
 
 // rollback deletes the objects of a failed provision, newest first.
 func (d *Driver) rollback(ctx context.Context, objects []*object) {
+	// A fresh time limit: the provision's may be what ran out.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), operationTimeout)
+	defer cancel()
 	for i := len(objects) - 1; i >= 0; i-- {
 		obj := objects[i]
 		err := d.dyn.Resource(obj.resource).Namespace(obj.u.GetNamespace()).Delete(ctx, obj.u.GetName(), deleteOptions(""))
@@ -677,7 +691,8 @@ func deleteOptions(uid types.UID) metav1.DeleteOptions {
 // their finalizers. ENOTFOUND when no object (not already being deleted)
 // carries the labels.
 func (d *Driver) Deprovision(ctx context.Context, req platform.DeprovisionRequest) error {
-	ctx = context.WithoutCancel(ctx)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), operationTimeout)
+	defer cancel()
 	selector := d.selector.DeepCopySelector()
 	for key, value := range map[string]string{LabelClusterID: req.ClusterID, LabelNodeID: req.NodeID} {
 		r, err := labels.NewRequirement(key, selection.Equals, []string{value})
