@@ -244,3 +244,17 @@ func TestDockerEngineUnavailable(t *testing.T) {
 		t.Errorf("berth serve did not warn at start:\n%s", srv.logs)
 	}
 }
+
+// TestDockerServeRejectsBadFlags: a wrong engine address or host IP is a
+// usage error (exit 2) before anything is served.
+func TestDockerServeRejectsBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"--docker-host-ip", "not-an-ip"},
+		{"--docker-host", "no-scheme"},
+	} {
+		_, stderr, code := berthStatus(t, append([]string{"serve", "--driver", "docker", "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0"}, args...)...)
+		if code != 2 || !strings.Contains(stderr, args[1]) {
+			t.Errorf("berth serve --driver docker %v: exit %d, stderr %q; want 2 naming %s", args, code, stderr, args[1])
+		}
+	}
+}
