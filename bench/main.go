@@ -114,7 +114,7 @@ func main() {
 }
 
 func run(ctx context.Context, cfg config, args []string) error {
-	fmt.Fprintf(cfg.out, "## Run\n\n    go run ./bench %s\n\n", strings.Join(args, " "))
+	fmt.Fprintf(cfg.out, "## Run\n\n    %s\n\n", strings.TrimSpace("go run ./bench "+strings.Join(args, " ")))
 	fmt.Fprint(cfg.out, describeMachine())
 	var failed []string
 	for _, name := range cfg.scenarios {
