@@ -43,7 +43,7 @@ import (
 )
 
 // InstallCommand installs everything an engine needs on Debian.
-const InstallCommand = "apt-get install -y podman runc netavark aardvark-dns"
+const InstallCommand = "apt-get install -y podman runc netavark aardvark-dns iptables"
 
 // Images the tests build. RedisImage is the name the built-in Redis template
 // asks for version 7.0, so that the built-in catalogue runs unchanged.
@@ -51,10 +51,6 @@ const (
 	BusyboxImage = "localhost/berth-test/busybox:latest"
 	RedisImage   = "docker.io/library/redis:7.0"
 )
-
-// netavarkPaths are where Debian and other distributions put the network
-// helper Podman needs for networks with name resolution.
-var netavarkPaths = []string{"/usr/lib/podman/netavark", "/usr/libexec/podman/netavark"}
 
 // Engine is one running private engine.
 type Engine struct {
@@ -87,24 +83,32 @@ func Start(t testing.TB) *Engine {
 	return e
 }
 
-// Require skips the test (fails it under CI) when podman, runc or netavark
-// is missing.
+// Require skips the test (fails it under CI) when podman, runc, netavark or
+// the iptables netavark publishes ports with is missing.
 func Require(t testing.TB) {
 	t.Helper()
 	testenv.RequireBinary(t, "podman", InstallCommand)
-	testenv.RequireBinary(t, "runc", InstallCommand)
-	if netavark() == "" {
-		if testenv.InCI() {
-			t.Fatalf("netavark is not installed and CI=true (install it with: %s)", InstallCommand)
+	for _, program := range []string{"runc", "iptables", "netavark"} {
+		if findProgram(program) != "" {
+			continue
 		}
-		t.Skipf("netavark is not installed; install it with: %s", InstallCommand)
+		if testenv.InCI() {
+			t.Fatalf("%s is not installed and CI=true (install it with: %s)", program, InstallCommand)
+		}
+		t.Skipf("%s is not installed; install it with: %s", program, InstallCommand)
 	}
 }
 
-func netavark() string {
-	for _, p := range netavarkPaths {
-		if _, err := os.Stat(p); err == nil {
-			return p
+// findProgram finds a program Podman runs: on the PATH, or where Debian and
+// other distributions put it (sbin directories may be missing from a
+// test's PATH; netavark is in Podman's own directory).
+func findProgram(name string) string {
+	if path, err := exec.LookPath(name); err == nil {
+		return path
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/lib/podman", "/usr/libexec/podman"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			return filepath.Join(dir, name)
 		}
 	}
 	return ""
