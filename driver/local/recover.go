@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -18,14 +19,17 @@ type marked struct {
 
 // findMarked lists the session leaders on this machine that a Berth with
 // this data directory started: processes a crash may have left unrecorded.
-// Children of store processes inherit the markers but lead no session, so
-// they are not listed.
+// A process is known by its standard output or error, which Berth opened on
+// <data-dir>/nodes/<cluster>/<node>/logs/<process>.log, or else by the
+// BERTH_DATA_DIR and BERTH_PROCESS variables Berth gave it (some stores,
+// Redis among them, write over their environment when they retitle
+// themselves, which is why the log comes first). Children of store
+// processes share these but lead no session, so they are not listed.
 func findMarked(dataDir string) []marked {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
-	wantDir := []byte(envDataDir + "=" + dataDir)
 	var found []marked
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
@@ -36,25 +40,59 @@ func findMarked(dataDir string) []marked {
 		if err != nil || st.session != pid || st.state == "Z" {
 			continue
 		}
-		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
-		if err != nil {
-			continue
+		key := markerFromLog(pid, dataDir)
+		if key == "" {
+			key = markerFromEnv(pid, dataDir)
 		}
-		var key string
-		dirMatches := false
-		for _, kv := range bytes.Split(env, []byte{0}) {
-			if bytes.Equal(kv, wantDir) {
-				dirMatches = true
-			} else if v, ok := bytes.CutPrefix(kv, []byte(envProcess+"=")); ok {
-				key = string(v)
-			}
-		}
-		if dirMatches && key != "" {
+		if key != "" {
 			name := key[strings.LastIndexByte(key, '/')+1:]
 			found = append(found, marked{key: key, proc: processRecord{Name: name, PID: pid, StartTime: st.startTime}})
 		}
 	}
 	return found
+}
+
+// markerFromLog returns cluster/node/process when the process's stdout or
+// stderr is a node log of this data directory (also one whose node
+// directory was deleted).
+func markerFromLog(pid int, dataDir string) string {
+	prefix := filepath.Join(dataDir, "nodes") + "/"
+	for _, fd := range []string{"1", "2"} {
+		target, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/fd/" + fd)
+		if err != nil {
+			continue
+		}
+		rest, ok := strings.CutPrefix(strings.TrimSuffix(target, " (deleted)"), prefix)
+		if !ok {
+			continue
+		}
+		parts := strings.Split(rest, "/")
+		if len(parts) == 4 && parts[2] == "logs" && strings.HasSuffix(parts[3], ".log") {
+			return parts[0] + "/" + parts[1] + "/" + strings.TrimSuffix(parts[3], ".log")
+		}
+	}
+	return ""
+}
+
+func markerFromEnv(pid int, dataDir string) string {
+	env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	if err != nil {
+		return ""
+	}
+	wantDir := []byte(envDataDir + "=" + dataDir)
+	var key string
+	dirMatches := false
+	for _, kv := range bytes.Split(env, []byte{0}) {
+		if bytes.Equal(kv, wantDir) {
+			dirMatches = true
+		} else if v, ok := bytes.CutPrefix(kv, []byte(envProcess+"=")); ok {
+			key = string(v)
+		}
+	}
+	if !dirMatches || strings.Count(key, "/") != 2 {
+		return ""
+	}
+	return key
 }
 
 // recoverNodes makes the state and the machine agree after Berth starts:

@@ -458,3 +458,33 @@ func TestOtherAccountNeedsRoot(t *testing.T) {
 		t.Fatalf("a refused provision left %+v", disc)
 	}
 }
+
+// TestReopenFindsUnrecordedRedis is TestReopenAdoptsUnrecordedProcess and
+// TestReopenStopsProcessesWithoutRecord with Redis, which writes over its
+// environment when it retitles itself: Berth must know its processes by
+// their logs too.
+func TestReopenFindsUnrecordedRedis(t *testing.T) {
+	testenv.RequireBinary(t, "redis-server", "apt-get install -y redis-server")
+	dataDir := t.TempDir()
+	d := newTestDriver(t, dataDir)
+	unrecorded := provisionOK(t, d, redisRequest("unrecorded", "default", 1, 1))[0]
+	stray := provisionOK(t, d, redisRequest("stray", "default", 1, 1))[0]
+	ping(t, unrecorded.Ports["store"])
+	ping(t, stray.Ports["store"])
+	crash(t, d)
+	editRecord(t, dataDir, "unrecorded", unrecorded.NodeID, func(tx *bolt.Tx, r *nodeRecord) error {
+		r.Processes = []processRecord{{Name: "redis", State: stateRunning}}
+		return putNode(tx, r)
+	})
+	editRecord(t, dataDir, "stray", stray.NodeID, func(tx *bolt.Tx, r *nodeRecord) error { return deleteNode(tx, r) })
+
+	d2 := newTestDriver(t, dataDir)
+	cleanupNodes(t, d2)
+	p := nodeRecordOf(t, d2, "unrecorded", unrecorded.NodeID).Processes[0]
+	if p.PID != unrecorded.Processes[0].PID {
+		t.Errorf("unrecorded redis: record says pid %d, want the running %d", p.PID, unrecorded.Processes[0].PID)
+	}
+	if !waitGone(context.Background(), stray.Processes, 10*time.Second) {
+		t.Errorf("redis %d without a record still runs", stray.Processes[0].PID)
+	}
+}
