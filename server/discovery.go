@@ -21,11 +21,21 @@ type DiscoveryVersioner interface {
 
 // discoveryCache holds the last encoded discovery answer.
 type discoveryCache struct {
+	refresh    sync.Mutex // held by the one request that re-encodes
 	mu         sync.Mutex
 	valid      bool
 	generation uint64
 	body       []byte
 	etag       string
+}
+
+func (c *discoveryCache) get(generation uint64) (body []byte, etag string, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.valid && c.generation == generation {
+		return c.body, c.etag, true
+	}
+	return nil, "", false
 }
 
 // handleDiscover answers GET /discover. Each answer carries an ETag; a
@@ -58,13 +68,17 @@ func (s *Server) encodedDiscovery(r *http.Request) ([]byte, string, error) {
 		// Read the generation before discovering: a change during the
 		// discovery moves it again, so a stale answer is never kept.
 		generation = versioner.DiscoveryGeneration()
-		s.discovery.mu.Lock()
-		if s.discovery.valid && s.discovery.generation == generation {
-			body, etag := s.discovery.body, s.discovery.etag
-			s.discovery.mu.Unlock()
+		if body, etag, ok := s.discovery.get(generation); ok {
 			return body, etag, nil
 		}
-		s.discovery.mu.Unlock()
+		// One poller refreshes the cache; the others wait for its answer
+		// instead of each asking the driver after every change.
+		s.discovery.refresh.Lock()
+		defer s.discovery.refresh.Unlock()
+		generation = versioner.DiscoveryGeneration()
+		if body, etag, ok := s.discovery.get(generation); ok {
+			return body, etag, nil
+		}
 	}
 	start := time.Now()
 	resp, err := s.driver.Discover(r.Context())

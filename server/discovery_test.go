@@ -61,3 +61,24 @@ func TestDiscoveryETagWithoutGeneration(t *testing.T) {
 		t.Fatalf("without a generation: %d after %d driver calls; want 304 after 2", rec.Code, d.discovers)
 	}
 }
+
+// TestDiscoveryRefreshesOnce checks that pollers arriving together after a
+// change cause one discovery, not one each.
+func TestDiscoveryRefreshesOnce(t *testing.T) {
+	d := &versionedDriver{fakeDriver: &fakeDriver{block: make(chan struct{}), entered: make(chan struct{}, 16), canceled: make(chan struct{})}}
+	s, _ := newTestServer(t, d, Options{})
+	done := make(chan int, 8)
+	for i := 0; i < 8; i++ {
+		go func() { done <- do(t, s, http.MethodGet, "/discover", "").Code }()
+	}
+	<-d.entered // the first poller is in the driver; the others queue
+	close(d.block)
+	for i := 0; i < 8; i++ {
+		if code := <-done; code != 200 {
+			t.Errorf("poller got %d", code)
+		}
+	}
+	if d.discovers != 1 {
+		t.Errorf("8 concurrent pollers caused %d discoveries, want 1", d.discovers)
+	}
+}
