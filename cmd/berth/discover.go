@@ -76,16 +76,21 @@ func writeDiscoveryTable(w io.Writer, resp platform.DiscoveryResponse, wide bool
 
 // formatAddresses renders addresses as name=address pairs in name order.
 func formatAddresses(addresses map[string]string) string {
-	names := make([]string, 0, len(addresses))
-	for name := range addresses {
+	return formatPairs(addresses, " ", func(address string) string { return address })
+}
+
+// formatPairs renders name=value pairs in name order.
+func formatPairs(values map[string]string, sep string, value func(string) string) string {
+	names := make([]string, 0, len(values))
+	for name := range values {
 		names = append(names, name)
 	}
 	sort.Strings(names)
 	pairs := make([]string, len(names))
 	for i, name := range names {
-		pairs[i] = name + "=" + addresses[name]
+		pairs[i] = name + "=" + value(values[name])
 	}
-	return strings.Join(pairs, " ")
+	return strings.Join(pairs, sep)
 }
 
 // orDash keeps table columns aligned and visible when a value is empty.

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -87,20 +86,12 @@ func writeNodesTable(w io.Writer, nodes []platform.NodeStatus, now time.Time) er
 // formatPorts shows name=port in name order: on one machine the ports are
 // what tells nodes apart, and the host is the same for all of them.
 func formatPorts(addresses map[string]string) string {
-	names := make([]string, 0, len(addresses))
-	for name := range addresses {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	pairs := make([]string, len(names))
-	for i, name := range names {
-		port := addresses[name]
-		if _, p, err := net.SplitHostPort(port); err == nil {
-			port = p
+	return formatPairs(addresses, ",", func(address string) string {
+		if _, port, err := net.SplitHostPort(address); err == nil {
+			return port
 		}
-		pairs[i] = name + "=" + port
-	}
-	return strings.Join(pairs, ",")
+		return address
+	})
 }
 
 // formatAge renders how long ago t was in its largest whole unit, as
