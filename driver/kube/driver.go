@@ -20,10 +20,18 @@
 //
 // Provision renders the template's YAML documents, labels every object,
 // checks that each goes into a configured namespace, and applies them with
-// server-side apply (field manager "berth"), in template order. If any object
-// fails, every object already created for the request is deleted again.
-// Deprovision deletes every object labelled with the node's cluster and node
-// IDs, walking an ordered list of kinds in every configured namespace.
+// server-side apply (field manager "berth"): the other objects in template
+// order, the Pod last. If any object fails, every object already created for
+// the request is deleted again. Deprovision deletes every object labelled
+// with the node's cluster and node IDs, walking an ordered list of kinds in
+// every configured namespace, the Pod last.
+//
+// The Pod is what makes a node: discovery lists pods, and a provision's Pod
+// is created after every other object of its node and deleted after them.
+// So a listed node has all its objects, even if Berth died in the middle of
+// a provision; and a deprovision that was cut short leaves the node listed,
+// to be deprovisioned again. What a crash can leave is the objects of a node
+// whose Pod was never created: the sweep (see sweep.go) removes them.
 //
 // desired_count is honoured per node group by one lock per group inside this
 // process and a live list of the group's pods: run one Berth per set of
@@ -90,13 +98,17 @@ const (
 	DefaultAgentSchema = "http"
 	DefaultAgentPort   = 37000
 	DefaultCacheWait   = 5 * time.Second
+	// DefaultOrphanGrace outlasts the longest provision: its applies and
+	// then its rollback, each within operationTimeout.
+	DefaultOrphanGrace = 2*operationTimeout + time.Minute
 )
 
-// DefaultDeprovisionKinds are the kinds deprovision deletes, in this order:
-// the pod first (the node stops), then the kinds the built-in templates use
-// and their usual companions. Secrets are left out on purpose: listing them
-// is a permission worth granting only when templates create them. A kind is
-// written Kind for the core API group, else Kind.group (StatefulSet.apps).
+// DefaultDeprovisionKinds are the kinds deprovision deletes: the pod (which
+// deprovision always deletes last, wherever the list puts it), then the
+// kinds the built-in templates use and their usual companions, in this
+// order. Secrets are left out on purpose: listing them is a permission worth
+// granting only when templates create them. A kind is written Kind for the
+// core API group, else Kind.group (StatefulSet.apps).
 var DefaultDeprovisionKinds = []string{"Pod", "Service", "PersistentVolumeClaim", "ConfigMap"}
 
 // operationTimeout bounds the API calls of one provision, rollback or
@@ -130,7 +142,11 @@ type Options struct {
 	// CacheWait bounds how long a provision or deprovision waits for the pod
 	// cache to show its change before answering (default 5s).
 	CacheWait time.Duration
-	Logger    *slog.Logger
+	// OrphanGrace is how long the objects of a node without a Pod are left
+	// alone before the sweep removes them (default DefaultOrphanGrace); it
+	// must exceed the longest provision. Negative turns the sweep off.
+	OrphanGrace time.Duration
+	Logger      *slog.Logger
 }
 
 // Driver is the Kubernetes driver.
@@ -148,6 +164,9 @@ type Driver struct {
 	factories []informers.SharedInformerFactory
 	stop      chan struct{}
 	closeOnce sync.Once
+	sweeper   sync.WaitGroup
+	// deleteOrder is kinds with the Pod moved to the end.
+	deleteOrder []schema.GroupKind
 
 	mu     sync.Mutex
 	groups map[string]*groupLock
@@ -204,6 +223,9 @@ func Open(opts Options) (*Driver, error) {
 	if opts.CacheWait <= 0 {
 		opts.CacheWait = DefaultCacheWait
 	}
+	if opts.OrphanGrace == 0 {
+		opts.OrphanGrace = DefaultOrphanGrace
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -241,6 +263,14 @@ func Open(opts Options) (*Driver, error) {
 		stop:     make(chan struct{}),
 		groups:   map[string]*groupLock{},
 	}
+	for _, gk := range kinds {
+		if gk != podKind {
+			d.deleteOrder = append(d.deleteOrder, gk)
+		}
+	}
+	if slices.Contains(kinds, podKind) {
+		d.deleteOrder = append(d.deleteOrder, podKind)
+	}
 	// The informers see only pods that are nodes, and Berth's own.
 	watched := selector.DeepCopySelector()
 	for _, key := range []string{LabelClusterID, LabelNodeID} {
@@ -263,8 +293,15 @@ func Open(opts Options) (*Driver, error) {
 		d.factories = append(d.factories, factory)
 		factory.Start(d.stop)
 	}
+	if opts.OrphanGrace > 0 {
+		d.sweeper.Add(1)
+		go d.sweepLoop()
+	}
 	return d, nil
 }
+
+// podKind is the kind that makes a node.
+var podKind = schema.GroupKind{Kind: "Pod"}
 
 // stripManagedFields drops what the cache never reads, to keep it small.
 func stripManagedFields(obj any) (any, error) {
@@ -328,6 +365,7 @@ func (d *Driver) Close() error {
 		for _, f := range d.factories {
 			f.Shutdown()
 		}
+		d.sweeper.Wait()
 	})
 	return nil
 }
@@ -427,9 +465,10 @@ type plannedNode struct {
 
 // Provision renders and applies up to req.Provision.Count nodes, never more
 // than the group's desired_count minus the nodes it already has. Every node
-// is rendered (and checked) before anything is applied; if an apply fails,
-// every object created for the request is deleted and the error names the
-// object and the API server's message.
+// is rendered (and checked) before anything is applied; a node's Pod is
+// applied after its other objects; if an apply fails, every object created
+// for the request is deleted and the error names the object and the API
+// server's message.
 func (d *Driver) Provision(ctx context.Context, req platform.ProvisionRequest) (platform.ProvisionResponse, error) {
 	tmpl, err := d.opts.Catalog.Lookup(catalog.Request{
 		Driver:     DriverName,
@@ -447,7 +486,7 @@ func (d *Driver) Provision(ctx context.Context, req platform.ProvisionRequest) (
 	}
 	group := req.Group()
 
-	unlock := d.lockGroup(req.Cluster.ClusterID, req.Provision.NodeGroupID)
+	unlock := d.lock(req.Cluster.ClusterID + "/" + req.Provision.NodeGroupID)
 	defer unlock()
 	// A live list, not the cache: the count must include what an earlier
 	// provision created a moment ago.
@@ -559,7 +598,7 @@ func (d *Driver) nodeNamespace(attributes map[string]any) (string, error) {
 
 // render turns the template's documents into the node's objects: each
 // labelled, in an allowed namespace, of a namespaced kind that deprovision
-// deletes, and exactly one of them the node's Pod.
+// deletes, and exactly one of them the node's Pod, which comes last.
 func (d *Driver) render(tmpl *catalog.Template, tctx catalog.Context) (*plannedNode, error) {
 	node := &plannedNode{id: tctx.NodeID}
 	var pods []string
@@ -614,19 +653,22 @@ func (d *Driver) render(tmpl *catalog.Template, tctx catalog.Context) (*plannedN
 		objLabels[LabelNodeClass] = tctx.NodeClass
 		u.SetLabels(objLabels)
 		obj := &object{u: u, resource: mapping.Resource, desc: desc}
-		if gvk.GroupKind() == (schema.GroupKind{Kind: "Pod"}) {
+		if gvk.GroupKind() == podKind {
 			pods = append(pods, desc)
 			node.pod = obj
 			if !d.selector.Matches(labels.Set(objLabels)) {
 				return nil, platform.Errorf(platform.EUNPROCESSABLE, "template %s: %s does not match the label selector %q, so discovery would not list it",
 					doc.Name, desc, d.selector.String())
 			}
+			continue
 		}
 		node.objects = append(node.objects, obj)
 	}
 	if len(pods) != 1 {
 		return nil, platform.Errorf(platform.EUNPROCESSABLE, "template %s must describe exactly one Pod, the node; it has %d", tmpl.Name, len(pods))
 	}
+	// The Pod last: once it exists, so does everything else of the node.
+	node.objects = append(node.objects, node.pod)
 	return node, nil
 }
 
@@ -686,10 +728,13 @@ func deleteOptions(uid types.UID) metav1.DeleteOptions {
 }
 
 // Deprovision deletes every object labelled with the node's cluster and node
-// IDs (and matching the selector), kind by kind in the configured order, in
-// every configured namespace. Objects already being deleted are left to
-// their finalizers. ENOTFOUND when no object (not already being deleted)
-// carries the labels.
+// IDs (and matching the selector), kind by kind in the configured order but
+// the Pod last, in every configured namespace. Objects already being deleted
+// are left to their finalizers. ENOTFOUND when no object (not already being
+// deleted) carries the labels.
+//
+// With the Pod last, a deprovision cut short (by a crash, a time limit or an
+// API error) leaves the node listed, and a second one finishes the job.
 func (d *Driver) Deprovision(ctx context.Context, req platform.DeprovisionRequest) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), operationTimeout)
 	defer cancel()
@@ -702,7 +747,7 @@ func (d *Driver) Deprovision(ctx context.Context, req platform.DeprovisionReques
 		selector = selector.Add(*r)
 	}
 	var deleted []string
-	for _, gk := range d.kinds {
+	for _, gk := range d.deleteOrder {
 		mapping, err := d.mapper.RESTMapping(gk)
 		if meta.IsNoMatchError(err) {
 			d.logger.DebugContext(ctx, "deprovision skips a kind the API server does not have", "kind", kindName(gk))
@@ -820,10 +865,9 @@ func apiError(err error, doing string) error {
 	return platform.Errorf(code, "%s: the API server answered: %s", doing, status.Status().Message)
 }
 
-// lockGroup serialises provisions of one node group and returns the unlock
-// function.
-func (d *Driver) lockGroup(clusterID, group string) func() {
-	key := clusterID + "/" + group
+// lock serialises the holders of one key (a node group's "cluster/group")
+// and returns the unlock function.
+func (d *Driver) lock(key string) func() {
 	d.mu.Lock()
 	l, ok := d.groups[key]
 	if !ok {
