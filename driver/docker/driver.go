@@ -13,7 +13,9 @@
 // and the network its cluster and store; discovery is one label-filtered
 // container list, whatever the number of nodes, and all containers of a node,
 // running or not, make one node. Any number of Berth processes can therefore
-// serve the same engine, and restarting Berth changes nothing.
+// serve the same engine, and restarting Berth changes nothing. Idempotency
+// keys live in labels too (idempotency.go), and so do the markers that let a
+// Berth finish or undo the work of one that crashed (markers.go).
 package docker
 
 import (
@@ -67,7 +69,13 @@ type Options struct {
 	GracePeriod time.Duration
 	// KeepData keeps a deprovisioned node's volume.
 	KeepData bool
-	Logger   *slog.Logger
+	// StaleAfter is how long a provision may take to make and start a
+	// node, and a deprovision to remove one beyond the grace period,
+	// before another Berth (or this one, restarted) takes it for the work
+	// of a Berth that crashed, and undoes or finishes it (see markers.go):
+	// DefaultStaleAfter when zero.
+	StaleAfter time.Duration
+	Logger     *slog.Logger
 }
 
 // Driver is the Docker Engine API driver.
@@ -78,6 +86,42 @@ type Driver struct {
 
 	mu       sync.Mutex
 	clusters map[string]*clusterState // clusters with work in flight
+
+	keys keyLocks // provisions with one Idempotency-Key run one at a time
+
+	// The sweep (markers.go).
+	sweepNow  chan struct{}
+	stopSweep context.CancelFunc
+	sweepDone chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+	sweepMu   sync.Mutex
+	watched   map[[2]string]bool // incomplete or marked nodes the last sweep saw
+	lastAsked time.Time
+
+	// hook, when set (by tests), is called at each step of making and
+	// removing a node, to stop there as a crash would.
+	hook func(step, nodeID string)
+}
+
+// Steps at which Driver.hook is called.
+const (
+	stepNetwork          = "network"           // the cluster's network exists
+	stepMarked           = "marked"            // the provision marker exists
+	stepVolume           = "volume"            // and the volume
+	stepContainerCreated = "container-created" // and one more container
+	stepContainerStarted = "container-started" // one more container started
+	stepStarted          = "started"           // all started, marker still there
+	stepDeprovisionMark  = "deprovision-marked"
+	stepStopped          = "stopped"           // containers stopped
+	stepContainerRemoved = "container-removed" // one more container removed
+	stepVolumeRemoved    = "volume-removed"    // volume removed, marker still there
+)
+
+func (d *Driver) step(step, nodeID string) {
+	if d.hook != nil {
+		d.hook(step, nodeID)
+	}
 }
 
 // clusterState is what one Berth knows of a cluster beyond the engine's
@@ -106,6 +150,9 @@ func Open(opts Options) (*Driver, error) {
 	if opts.GracePeriod <= 0 {
 		opts.GracePeriod = DefaultGracePeriod
 	}
+	if opts.StaleAfter <= 0 {
+		opts.StaleAfter = DefaultStaleAfter
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -117,11 +164,24 @@ func Open(opts Options) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("docker driver: engine address: %w", err)
 	}
-	return &Driver{opts: opts, engine: engine, logger: opts.Logger, clusters: map[string]*clusterState{}}, nil
+	d := &Driver{opts: opts, engine: engine, logger: opts.Logger, clusters: map[string]*clusterState{},
+		sweepNow: make(chan struct{}, 1), sweepDone: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	d.stopSweep = cancel
+	go d.sweepLoop(ctx)
+	return d, nil
 }
 
-// Close releases the engine connection. Nodes keep running.
-func (d *Driver) Close() error { return d.engine.Close() }
+// Close stops the sweep and releases the engine connection. Nodes keep
+// running.
+func (d *Driver) Close() error {
+	d.closeOnce.Do(func() {
+		d.stopSweep()
+		<-d.sweepDone
+		d.closeErr = d.engine.Close()
+	})
+	return d.closeErr
+}
 
 // Host returns the engine address the driver uses.
 func (d *Driver) Host() string { return d.engine.DaemonHost() }
@@ -136,14 +196,19 @@ func (d *Driver) Ready(ctx context.Context) error {
 	return nil
 }
 
-// Discover lists every node on the engine, with one container list call.
+// Discover lists every complete node on the engine, with one container list
+// call.
 func (d *Driver) Discover(ctx context.Context) (platform.DiscoveryResponse, error) {
 	nodes, err := d.list(ctx, "")
 	if err != nil {
 		return platform.DiscoveryResponse{}, err
 	}
+	d.noteIncomplete(nodes)
 	resp := platform.DiscoveryResponse{Clusters: []platform.ClusterDiscovery{}}
 	for _, n := range nodes {
+		if !n.Complete {
+			continue
+		}
 		last := len(resp.Clusters) - 1
 		if last < 0 || resp.Clusters[last].ClusterID != n.ClusterID {
 			resp.Clusters = append(resp.Clusters, platform.ClusterDiscovery{ClusterID: n.ClusterID})
@@ -166,7 +231,8 @@ func (d *Driver) Discover(ctx context.Context) (platform.DiscoveryResponse, erro
 }
 
 // list returns the nodes of one cluster, or of all clusters for "", from
-// one label-filtered list of every container, running or not.
+// one label-filtered list of every container, running or not: complete
+// nodes and incomplete ones.
 func (d *Driver) list(ctx context.Context, clusterID string) ([]*node, error) {
 	filters := client.Filters{}.Add("label", LabelNode)
 	if clusterID != "" {
@@ -184,9 +250,13 @@ func (d *Driver) list(ctx context.Context, clusterID string) ([]*node, error) {
 // Provision creates up to req.Provision.Count nodes, never more than the
 // group's desired_count minus the nodes it has. Every node is rendered
 // first, with the cluster's nodes before it as peers; then the images are
-// made present, the cluster's network, each node's volume and containers
-// created and the containers started. If any step fails, everything
-// created for the request is removed again.
+// made present, the cluster's network, each node's marker, volume and
+// containers created, the containers started and the marker removed. If any
+// step fails, everything created for the request is removed again.
+//
+// A request with an Idempotency-Key waits for the other provisions of its
+// key in this Berth, then is answered from the nodes that carry the key, if
+// any (see idempotency.go).
 func (d *Driver) Provision(ctx context.Context, req platform.ProvisionRequest) (platform.ProvisionResponse, error) {
 	tmpl, err := d.opts.Catalog.Lookup(catalog.Request{
 		Driver:     DriverName,
@@ -204,6 +274,20 @@ func (d *Driver) Provision(ctx context.Context, req platform.ProvisionRequest) (
 	ports, err := layout.ports()
 	if err != nil {
 		return platform.ProvisionResponse{}, platform.Errorf(platform.EUNPROCESSABLE, "template %s: %v", tmpl.Name, err)
+	}
+
+	if req.Idempotency != nil {
+		unlock := d.keys.lock(keyHash(req.Idempotency.Key))
+		defer unlock()
+		first, err := d.replay(ctx, req.Idempotency)
+		if err != nil {
+			return platform.ProvisionResponse{}, err
+		}
+		if first != nil {
+			d.logger.InfoContext(ctx, "provision retried; answering as the first time", "cluster_id", req.Cluster.ClusterID,
+				"idempotency_key", req.Idempotency.Key, "node_ids", first.NodeIDs, "request_id", platform.RequestID(ctx))
+			return *first, nil
+		}
 	}
 
 	cs := d.cluster(req.Cluster.ClusterID)
@@ -226,7 +310,13 @@ func (d *Driver) Provision(ctx context.Context, req platform.ProvisionRequest) (
 	cs.mu.Unlock()
 	if err != nil {
 		for _, p := range planned {
-			if rmErr := d.removeNode(ctx, p.node, p.created, true); rmErr != nil {
+			rmErr := d.removeNode(ctx, p.node, p.created, true)
+			if rmErr == nil {
+				// Kept when the node could not be removed: the sweep
+				// tries again once it expires.
+				rmErr = d.unmark(ctx, p.ClusterID, p.NodeID, MarkerProvision)
+			}
+			if rmErr != nil {
 				d.logger.ErrorContext(ctx, "removing node after failed provision", "cluster_id", p.ClusterID,
 					"node_id", p.NodeID, "error", rmErr, "request_id", platform.RequestID(ctx))
 			}
@@ -262,6 +352,7 @@ func (d *Driver) reserve(ctx context.Context, cs *clusterState, req platform.Pro
 	if err != nil {
 		return nil, err
 	}
+	d.noteIncomplete(existing)
 	taken := map[string]bool{}
 	inGroup := 0
 	var peers []*node
@@ -269,6 +360,11 @@ func (d *Driver) reserve(ctx context.Context, cs *clusterState, req platform.Pro
 		taken[n.NodeID] = true
 		if _, pending := cs.pending[n.NodeID]; pending {
 			continue // counted below
+		}
+		if !n.Complete {
+			// A crashed provision's, removed by the sweep, or another
+			// Berth's in the making: neither a peer nor counted.
+			continue
 		}
 		if n.Group == req.Provision.NodeGroupID {
 			inGroup++
@@ -287,7 +383,15 @@ func (d *Driver) reserve(ctx context.Context, cs *clusterState, req platform.Pro
 	group := req.Group()
 	count := min(req.Provision.Count, group.DesiredCount-inGroup)
 	var planned []*plannedNode
+	var last time.Time
 	for i := 0; i < count; i++ {
+		// Creation times increase within a request, so that a retry can
+		// list its nodes in the order the first answer did.
+		created := time.Now().UTC().Round(0)
+		if !created.After(last) {
+			created = last.Add(time.Nanosecond)
+		}
+		last = created
 		n := &node{
 			ClusterID: req.Cluster.ClusterID,
 			NodeID:    newNodeID(taken),
@@ -295,8 +399,12 @@ func (d *Driver) reserve(ctx context.Context, cs *clusterState, req platform.Pro
 			Class:     group.NodeClass,
 			Store:     req.Cluster.Store,
 			Version:   req.StoreVersion(),
-			Created:   time.Now().UTC(),
+			Created:   created,
 			Ports:     ports,
+			Complete:  true,
+		}
+		if req.Idempotency != nil {
+			n.IdempotencyKey, n.Digest = keyHash(req.Idempotency.Key), req.Idempotency.Digest
 		}
 		taken[n.NodeID] = true
 		p := &plannedNode{node: n}
@@ -357,6 +465,7 @@ func (d *Driver) create(ctx context.Context, req platform.ProvisionRequest, plan
 	if err := d.ensureNetwork(ctx, req.Cluster.ClusterID, req.Cluster.Store); err != nil {
 		return err
 	}
+	d.step(stepNetwork, planned[0].NodeID)
 	for _, p := range planned {
 		if err := d.createNode(ctx, p); err != nil {
 			return err
@@ -401,7 +510,8 @@ func (d *Driver) ensureNetwork(ctx context.Context, clusterID, store string) err
 	}
 	_, err = d.engine.NetworkCreate(ctx, name, client.NetworkCreateOptions{
 		Driver: "bridge",
-		Labels: map[string]string{LabelCluster: clusterID, LabelStore: store},
+		Labels: map[string]string{LabelCluster: clusterID, LabelStore: store,
+			LabelCreated: time.Now().UTC().Format(time.RFC3339Nano)},
 	})
 	if err != nil {
 		// Another provision may have made it first; engines do not all
@@ -414,13 +524,19 @@ func (d *Driver) ensureNetwork(ctx context.Context, clusterID, store string) err
 	return nil
 }
 
-// createNode creates one node's volume and containers, then starts them.
+// createNode creates one node's marker, volume and containers, starts the
+// containers and removes the marker.
 func (d *Driver) createNode(ctx context.Context, p *plannedNode) error {
+	if err := d.mark(ctx, p.ClusterID, p.NodeID, MarkerProvision, time.Now().Add(d.opts.StaleAfter), false); err != nil {
+		return err
+	}
+	d.step(stepMarked, p.NodeID)
 	labels := p.labels()
 	volume := volumeName(p.ClusterID, p.NodeID)
 	if _, err := d.engine.VolumeCreate(ctx, client.VolumeCreateOptions{Name: volume, Labels: labels}); err != nil {
 		return d.engineError(err, "node %s: creating volume %s", p.NodeID, volume)
 	}
+	d.step(stepVolume, p.NodeID)
 	netName := networkName(p.ClusterID)
 	for i, c := range p.spec.Containers {
 		cfg := &container.Config{
@@ -470,18 +586,21 @@ func (d *Driver) createNode(ctx context.Context, p *plannedNode) error {
 			return d.engineError(err, "node %s: creating container %s", p.NodeID, c.Name)
 		}
 		p.created = append(p.created, res.ID)
+		d.step(stepContainerCreated, p.NodeID)
 	}
 	for i, id := range p.created {
 		if _, err := d.engine.ContainerStart(ctx, id, client.ContainerStartOptions{}); err != nil {
 			return d.engineError(err, "node %s: starting container %s", p.NodeID, p.spec.Containers[i].Name)
 		}
+		d.step(stepContainerStarted, p.NodeID)
 	}
-	return nil
+	d.step(stepStarted, p.NodeID)
+	return d.unmark(ctx, p.ClusterID, p.NodeID, MarkerProvision)
 }
 
 // labels are the labels of every object of the node.
 func (n *node) labels() map[string]string {
-	return map[string]string{
+	labels := map[string]string{
 		LabelCluster: n.ClusterID,
 		LabelNode:    n.NodeID,
 		LabelGroup:   n.Group,
@@ -490,6 +609,11 @@ func (n *node) labels() map[string]string {
 		LabelVersion: n.Version,
 		LabelCreated: n.Created.Format(time.RFC3339Nano),
 	}
+	if n.IdempotencyKey != "" {
+		labels[LabelIdempotencyKey] = n.IdempotencyKey
+		labels[LabelRequestDigest] = n.Digest
+	}
+	return labels
 }
 
 // containerLabels add a container's name, its ports and the node's agent.
@@ -513,7 +637,11 @@ func (p *plannedNode) containerLabels(base map[string]string, c containerSpec) m
 
 // Deprovision stops a node's containers (stop signal, then SIGKILL after
 // the grace period), removes them and the node's volume (unless data is
-// kept), and removes the cluster's network with its last node.
+// kept), and removes the cluster's network with its last node. A marker
+// says it is under way until it is done, so that an interrupted deprovision
+// is finished by the sweep, or by deprovisioning the node again: that
+// finishes the job even when only the volume or a marker of the node is
+// left.
 func (d *Driver) Deprovision(ctx context.Context, req platform.DeprovisionRequest) error {
 	cs := d.cluster(req.ClusterID)
 	defer d.release(req.ClusterID, cs)
@@ -530,10 +658,22 @@ func (d *Driver) Deprovision(ctx context.Context, req platform.DeprovisionReques
 			n = candidate
 		}
 	}
-	if n == nil {
-		return platform.Errorf(platform.ENOTFOUND, "cluster %q has no node %q on this platform", req.ClusterID, req.NodeID)
-	}
 	ctx = context.WithoutCancel(ctx)
+	keepData := d.opts.KeepData
+	if n == nil {
+		// No container is left; an interrupted provision or deprovision
+		// may have left the volume and its marker.
+		markers, err := d.markersOf(ctx, req.ClusterID, req.NodeID)
+		if err != nil {
+			return err
+		}
+		m := markers[[2]string{req.ClusterID, req.NodeID}]
+		if m == nil {
+			return platform.Errorf(platform.ENOTFOUND, "cluster %q has no node %q on this platform", req.ClusterID, req.NodeID)
+		}
+		n = &node{ClusterID: req.ClusterID, NodeID: req.NodeID}
+		keepData = keepData || (m.deprovision && m.keepData)
+	}
 	cs.mu.Lock()
 	cs.stopping[n.NodeID] = true
 	cs.mu.Unlock()
@@ -542,11 +682,18 @@ func (d *Driver) Deprovision(ctx context.Context, req platform.DeprovisionReques
 		delete(cs.stopping, n.NodeID)
 		cs.mu.Unlock()
 	}()
+	if err := d.mark(ctx, n.ClusterID, n.NodeID, MarkerDeprovision, time.Now().Add(d.opts.GracePeriod+d.opts.StaleAfter), keepData); err != nil {
+		return err
+	}
+	d.step(stepDeprovisionMark, n.NodeID)
 	ids := make([]string, len(n.Containers))
 	for i, c := range n.Containers {
 		ids[i] = c.ID
 	}
-	if err := d.removeNode(ctx, n, ids, !d.opts.KeepData); err != nil {
+	if err := d.removeNode(ctx, n, ids, !keepData); err != nil {
+		return err
+	}
+	if err := d.unmark(ctx, n.ClusterID, n.NodeID, MarkerProvision, MarkerDeprovision); err != nil {
 		return err
 	}
 	d.removeNetworkIfUnused(ctx, cs, req.ClusterID)
@@ -574,17 +721,20 @@ func (d *Driver) removeNode(ctx context.Context, n *node, ids []string, removeVo
 		}()
 	}
 	wg.Wait()
+	d.step(stepStopped, n.NodeID)
 	for _, id := range ids {
 		_, err := d.engine.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
 		if err != nil && !cerrdefs.IsNotFound(err) {
 			return d.engineError(err, "node %s: removing container %s", n.NodeID, id)
 		}
+		d.step(stepContainerRemoved, n.NodeID)
 	}
 	if removeVolume {
 		volume := volumeName(n.ClusterID, n.NodeID)
 		if _, err := d.engine.VolumeRemove(ctx, volume, client.VolumeRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
 			return d.engineError(err, "node %s: removing volume %s", n.NodeID, volume)
 		}
+		d.step(stepVolumeRemoved, n.NodeID)
 	}
 	return nil
 }

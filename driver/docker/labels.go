@@ -25,8 +25,33 @@ const (
 	LabelStore   = LabelPrefix + "store"
 	LabelVersion = LabelPrefix + "version"
 	// LabelCreated is when the node was provisioned (RFC 3339, UTC, in
-	// nanoseconds): templates see their peers oldest first.
+	// nanoseconds): templates see their peers oldest first, and a retry's
+	// answer lists the nodes in the order the first answer did.
 	LabelCreated = LabelPrefix + "created"
+	// LabelIdempotencyKey is the SHA-256 (hex) of the Idempotency-Key of
+	// the provision that made the node, and LabelRequestDigest that
+	// request's digest (platform.Idempotency): a retry finds its nodes by
+	// the one, and tells another request that reuses the key by the other.
+	// The key itself is never stored: it may be long, and it is the
+	// client's.
+	LabelIdempotencyKey = LabelPrefix + "idempotency-key"
+	LabelRequestDigest  = LabelPrefix + "request-digest"
+)
+
+// Labels on markers (see markers.go): volumes that say a provision or a
+// deprovision of a node is under way. They carry LabelCluster and LabelNode
+// too.
+const (
+	// LabelMarker is the work under way: MarkerProvision or
+	// MarkerDeprovision.
+	LabelMarker = LabelPrefix + "marker"
+	// LabelExpires is when the work is given up for dead (RFC 3339, UTC):
+	// a marker still there then belongs to a Berth that crashed or lost
+	// the engine, and any Berth finishes or undoes its work.
+	LabelExpires = LabelPrefix + "expires"
+	// LabelKeepData, on a deprovision marker, says whether the node's
+	// volume is to be kept ("true") or removed ("false").
+	LabelKeepData = LabelPrefix + "keep-data"
 )
 
 // Labels on containers only.
@@ -59,6 +84,17 @@ func containerName(clusterID, nodeID, name string) string {
 type node struct {
 	ClusterID, NodeID, Group, Class, Store, Version string
 	Created                                         time.Time
+	// IdempotencyKey and Digest are the LabelIdempotencyKey and
+	// LabelRequestDigest of the provision that made it, if it had a key.
+	IdempotencyKey, Digest string
+	// Complete is false while any container of the node has never been
+	// started (the engine's state "created"): a provision is making it, or
+	// made it only in part before it crashed. Incomplete nodes are not
+	// discovered, and the markers of crashed provisions get them removed.
+	// A node whose containers stopped, or some of whose containers are
+	// gone (an interrupted deprovision), is complete: it stays listed
+	// until it is deprovisioned.
+	Complete bool
 	// Ports are the node's container ports by name, as its peers reach them.
 	Ports map[string]int
 	// Addresses are the published addresses by port name, as the list
@@ -82,11 +118,14 @@ func groupNodes(items []container.Summary, hostIP string) []*node {
 		}
 		n := byKey[key]
 		if n == nil {
-			n = &node{ClusterID: key[0], NodeID: key[1], Ports: map[string]int{}, Addresses: map[string]string{}}
+			n = &node{ClusterID: key[0], NodeID: key[1], Ports: map[string]int{}, Addresses: map[string]string{}, Complete: true}
 			byKey[key] = n
 			nodes = append(nodes, n)
 		}
 		n.Containers = append(n.Containers, c)
+		if c.State == container.StateCreated {
+			n.Complete = false
+		}
 		// Every container of a node carries the node's labels; the first
 		// one seen wins should they ever differ.
 		setOnce(&n.Group, l[LabelGroup])
@@ -97,6 +136,8 @@ func groupNodes(items []container.Summary, hostIP string) []*node {
 			n.Created, _ = time.Parse(time.RFC3339Nano, l[LabelCreated])
 		}
 		setOnce(&n.AgentAddress, l[LabelAgentAddress])
+		setOnce(&n.IdempotencyKey, l[LabelIdempotencyKey])
+		setOnce(&n.Digest, l[LabelRequestDigest])
 		if name := l[LabelAgentPort]; name != "" {
 			agentPorts[n] = [2]string{name, l[LabelAgentScheme]}
 		}
