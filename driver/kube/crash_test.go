@@ -76,10 +76,11 @@ func (e *env) nodeIDs(t *testing.T, clusterID string) (all, withPod []string) {
 // Berth dies during a provision of two nodes, after the first node is made
 // and before the second node's Pod (the last object of a node): after a
 // restart the first node is listed, whole; the second was never listed and
-// the sweep removes its objects.
+// the sweep removes its objects; a retry with the same key gets the first
+// node and makes nothing.
 func TestCrashDuringProvision(t *testing.T) {
 	e := newEnv(t, func(o *Options) { o.Config = dying(o.Config, applies("pods", 2)) })
-	req := provisionRequest("crash", "default", 5, 2, map[string]any{"template": "everything"})
+	req := keyed(provisionRequest("crash", "default", 5, 2, map[string]any{"template": "everything"}), "crash-key", "digest")
 	if _, err := e.d.Provision(context.Background(), req); platform.ErrorCode(err) != platform.EUNAVAILABLE {
 		t.Fatalf("provision that died: %v", err)
 	}
@@ -106,14 +107,51 @@ func TestCrashDuringProvision(t *testing.T) {
 	if nodes := e.nodes(t, "crash"); len(nodes) != 1 || nodes[whole].NodeID != whole {
 		t.Errorf("after the restart discovery lists %v, want only %s", nodes, whole)
 	}
+	resp := provisionWith(t, restarted, req)
+	if want := (platform.ProvisionResponse{Count: 1, NodeIDs: []string{whole}}); !reflect.DeepEqual(resp, want) {
+		t.Errorf("the retry answered %+v, want %+v", resp, want)
+	}
 	eventually(t, "the sweep to remove the half-made node", func() bool {
 		return len(e.objects(t, nodeSelector("crash", half))) == 0
 	})
 	if got := e.objects(t, nodeSelector("crash", whole)); !reflect.DeepEqual(got, wholeObjects) {
 		t.Errorf("the whole node's objects are %v, were %v", got, wholeObjects)
 	}
+	if all, _ := e.nodeIDs(t, "crash"); len(all) != 1 {
+		t.Errorf("nodes after the retry: %v", all)
+	}
 	if err := restarted.Deprovision(context.Background(), platform.DeprovisionRequest{ClusterID: "crash", NodeID: whole}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Berth dies before any Pod of a keyed provision: no node was ever listed,
+// so a retry with the key is a new provision; the leftovers are swept.
+func TestCrashBeforeAnyPod(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.Config = dying(o.Config, applies("pods", 1)) })
+	req := keyed(provisionRequest("crash0", "default", 5, 2, map[string]any{"template": "everything"}), "crash0-key", "digest")
+	if _, err := e.d.Provision(context.Background(), req); platform.ErrorCode(err) != platform.EUNAVAILABLE {
+		t.Fatalf("provision that died: %v", err)
+	}
+	e.d.Close()
+	leftovers, withPod := e.nodeIDs(t, "crash0")
+	if len(leftovers) != 1 || len(withPod) != 0 {
+		t.Fatalf("after the crash: nodes %v, with pods %v; want one node without its pod", leftovers, withPod)
+	}
+	restarted := openDriver(t, Options{Config: e.c.AdminConfig(), Namespaces: e.namespaces, OrphanGrace: 300 * time.Millisecond})
+	e.d = restarted
+	if nodes := e.nodes(t, "crash0"); len(nodes) != 0 {
+		t.Errorf("after the restart discovery lists %v", nodes)
+	}
+	resp := provisionWith(t, restarted, req)
+	if resp.Count != 2 || slices.Contains(resp.NodeIDs, leftovers[0]) {
+		t.Errorf("the retry answered %+v, want two new nodes", resp)
+	}
+	eventually(t, "the sweep to remove the leftovers", func() bool {
+		return len(e.objects(t, nodeSelector("crash0", leftovers[0]))) == 0
+	})
+	if all, withPod := e.nodeIDs(t, "crash0"); len(all) != 2 || len(withPod) != 2 {
+		t.Errorf("after the sweep: nodes %v, with pods %v", all, withPod)
 	}
 }
 

@@ -33,6 +33,10 @@
 // to be deprovisioned again. What a crash can leave is the objects of a node
 // whose Pod was never created: the sweep (see sweep.go) removes them.
 //
+// A provision with an Idempotency-Key stamps its key on every object it
+// applies (see idempotency.go), so that a retry, in this Berth or after a
+// restart, finds the nodes of the first attempt instead of making more.
+//
 // desired_count is honoured per node group by one lock per group inside this
 // process and a live list of the group's pods: run one Berth per set of
 // namespaces.
@@ -468,7 +472,8 @@ type plannedNode struct {
 // is rendered (and checked) before anything is applied; a node's Pod is
 // applied after its other objects; if an apply fails, every object created
 // for the request is deleted and the error names the object and the API
-// server's message.
+// server's message. A request with an Idempotency-Key whose nodes exist is
+// answered with them, and nothing is applied.
 func (d *Driver) Provision(ctx context.Context, req platform.ProvisionRequest) (platform.ProvisionResponse, error) {
 	tmpl, err := d.opts.Catalog.Lookup(catalog.Request{
 		Driver:     DriverName,
@@ -485,6 +490,24 @@ func (d *Driver) Provision(ctx context.Context, req platform.ProvisionRequest) (
 		return platform.ProvisionResponse{}, err
 	}
 	group := req.Group()
+
+	idem := req.Idempotency
+	if idem != nil {
+		// Retries with one key run one at a time: the second finds the
+		// first's nodes.
+		unlock := d.lock("\x00idempotency\x00" + idem.Key)
+		defer unlock()
+		first, err := d.replay(ctx, idem)
+		if err != nil {
+			return platform.ProvisionResponse{}, err
+		}
+		if first != nil {
+			d.logger.InfoContext(ctx, "provision retried; answering with the nodes of the first attempt", "cluster_id", req.Cluster.ClusterID,
+				"idempotency_key", idem.Key, "node_ids", first.NodeIDs, "request_id", platform.RequestID(ctx))
+			return *first, nil
+		}
+	}
+	stampedAt := time.Now().UTC()
 
 	unlock := d.lock(req.Cluster.ClusterID + "/" + req.Provision.NodeGroupID)
 	defer unlock()
@@ -517,7 +540,7 @@ func (d *Driver) Provision(ctx context.Context, req platform.ProvisionRequest) (
 	}
 
 	var planned []*plannedNode
-	for range n {
+	for i := range n {
 		id := newNodeID(taken)
 		taken[id] = true
 		tctx := catalog.Context{
@@ -534,6 +557,11 @@ func (d *Driver) Provision(ctx context.Context, req platform.ProvisionRequest) (
 		node, err := d.render(tmpl, tctx)
 		if err != nil {
 			return platform.ProvisionResponse{}, err
+		}
+		if idem != nil {
+			for _, obj := range node.objects {
+				stamp(obj.u, idem, stampedAt, i)
+			}
 		}
 		planned = append(planned, node)
 		peers = append(peers, catalog.Peer{NodeID: id, NodeGroup: tctx.NodeGroup, NodeClass: tctx.NodeClass, Namespace: node.pod.u.GetNamespace()})
@@ -865,8 +893,8 @@ func apiError(err error, doing string) error {
 	return platform.Errorf(code, "%s: the API server answered: %s", doing, status.Status().Message)
 }
 
-// lock serialises the holders of one key (a node group's "cluster/group")
-// and returns the unlock function.
+// lock serialises the holders of one key (a node group's "cluster/group",
+// an Idempotency-Key) and returns the unlock function.
 func (d *Driver) lock(key string) func() {
 	d.mu.Lock()
 	l, ok := d.groups[key]
