@@ -81,8 +81,13 @@ func (d *Driver) sweep(ctx context.Context, orphans map[types.UID]time.Time) {
 		if meta.IsNoMatchError(err) {
 			continue
 		} else if err != nil {
-			d.logger.WarnContext(ctx, "sweep: looking up a kind", "kind", kindName(gk), "error", err)
+			if ctx.Err() == nil {
+				d.logger.WarnContext(ctx, "sweep: looking up a kind", "kind", kindName(gk), "error", err)
+			}
 			return
+		}
+		if ctx.Err() != nil {
+			return // closing
 		}
 		for _, ns := range d.opts.Namespaces {
 			client := d.dyn.Resource(mapping.Resource).Namespace(ns)
