@@ -8,6 +8,7 @@ package platform
 
 import (
 	"context"
+	"crypto/rand"
 	"time"
 )
 
@@ -148,4 +149,21 @@ func mergePatch(base, patch map[string]any) map[string]any {
 		}
 	}
 	return out
+}
+
+// NewNodeID returns "node-" and 8 random lowercase letters and digits, an ID
+// for which taken reports false. It is a valid ID (see ValidateID), label
+// value and part of a container or object name.
+func NewNodeID(taken func(id string) bool) string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	for {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		for i := range b {
+			b[i] = alphabet[int(b[i])%len(alphabet)]
+		}
+		if id := "node-" + string(b[:]); !taken(id) {
+			return id
+		}
+	}
 }

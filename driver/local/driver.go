@@ -28,6 +28,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/berthio/berth/catalog"
+	"github.com/berthio/berth/internal/keylock"
 	"github.com/berthio/berth/platform"
 )
 
@@ -69,9 +70,10 @@ type Driver struct {
 	closed chan struct{}
 	bg     sync.WaitGroup
 
+	busy keylock.Set // work on one node, or one Idempotency-Key, runs one at a time
+
 	mu    sync.Mutex
-	busy  map[string]*nodeLock // per-node locks: work on one node runs one at a time
-	nodes map[string]*node     // supervision of running nodes
+	nodes map[string]*node // supervision of running nodes
 
 	// nextPort is where the next port search starts; only read and written
 	// inside bbolt update transactions, which run one at a time.
@@ -139,7 +141,6 @@ func Open(opts Options) (*Driver, error) {
 		db:     db,
 		logger: opts.Logger,
 		closed: make(chan struct{}),
-		busy:   map[string]*nodeLock{},
 		nodes:  map[string]*node{},
 		// Each Berth starts its port search at a random place, so that two
 		// Berths on one machine (each with its own data directory) rarely
@@ -286,7 +287,7 @@ func (d *Driver) Provision(ctx context.Context, req platform.ProvisionRequest) (
 	if req.Idempotency != nil {
 		// Retries with one key run one at a time: the second sees the
 		// first's answer.
-		unlock := d.lockNode("\x00idempotency", req.Idempotency.Key)
+		unlock := d.busy.Lock("idempotency\x00" + req.Idempotency.Key)
 		defer unlock()
 		if first, err := d.replay(req.Idempotency); err != nil || first != nil {
 			if first != nil {
@@ -383,7 +384,7 @@ func (d *Driver) reserve(req platform.ProvisionRequest, tmpl *catalog.Template, 
 		for i := 0; i < n; i++ {
 			rec := &nodeRecord{
 				ClusterID:  req.Cluster.ClusterID,
-				NodeID:     newNodeID(taken),
+				NodeID:     platform.NewNodeID(func(id string) bool { return taken[id] }),
 				Group:      req.Provision.NodeGroupID,
 				Class:      group.NodeClass,
 				Store:      req.Cluster.Store,
@@ -530,7 +531,7 @@ func (d *Driver) rollback(ctx context.Context, records []*nodeRecord) {
 // signal, then SIGKILL after the grace period), removes its directory and
 // deletes its record.
 func (d *Driver) Deprovision(ctx context.Context, req platform.DeprovisionRequest) error {
-	unlock := d.lockNode(req.ClusterID, req.NodeID)
+	unlock := d.busy.Lock(string(nodeKey(req.ClusterID, req.NodeID)))
 	defer unlock()
 	rec, err := d.record(req.ClusterID, req.NodeID)
 	if err != nil {
@@ -586,33 +587,6 @@ func (d *Driver) remove(ctx context.Context, rec *nodeRecord) error {
 	return nil
 }
 
-// lockNode serialises work on one node and returns the unlock function.
-func (d *Driver) lockNode(clusterID, nodeID string) func() {
-	key := string(nodeKey(clusterID, nodeID))
-	d.mu.Lock()
-	l, ok := d.busy[key]
-	if !ok {
-		l = &nodeLock{}
-		d.busy[key] = l
-	}
-	l.refs++
-	d.mu.Unlock()
-	l.Lock()
-	return func() {
-		l.Unlock()
-		d.mu.Lock()
-		if l.refs--; l.refs == 0 {
-			delete(d.busy, key)
-		}
-		d.mu.Unlock()
-	}
-}
-
-type nodeLock struct {
-	sync.Mutex
-	refs int // holders and waiters; guarded by Driver.mu
-}
-
 // nodeDirs are the directories of one node.
 type nodeDirs struct {
 	Node, Data, Logs string
@@ -648,20 +622,4 @@ func randomInt(n int) int {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	return int(uint32(b[0])<<24|uint32(b[1])<<16|uint32(b[2])<<8|uint32(b[3])) % n
-}
-
-const idAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-
-// newNodeID returns "node-" and 8 random characters, not in taken.
-func newNodeID(taken map[string]bool) string {
-	for {
-		var b [8]byte
-		_, _ = rand.Read(b[:])
-		for i := range b {
-			b[i] = idAlphabet[int(b[i])%len(idAlphabet)]
-		}
-		if id := "node-" + string(b[:]); !taken[id] {
-			return id
-		}
-	}
 }
