@@ -44,7 +44,6 @@ package kube
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -75,6 +74,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/berthio/berth/catalog"
+	"github.com/berthio/berth/internal/keylock"
 	"github.com/berthio/berth/platform"
 )
 
@@ -172,8 +172,9 @@ type Driver struct {
 	// deleteOrder is kinds with the Pod moved to the end.
 	deleteOrder []schema.GroupKind
 
-	mu     sync.Mutex
-	groups map[string]*groupLock
+	// locks serialise the provisions of one node group, and of one
+	// Idempotency-Key.
+	locks keylock.Set
 }
 
 // podCache is the informer cache of one namespace.
@@ -265,7 +266,6 @@ func Open(opts Options) (*Driver, error) {
 		implied:  impliedLabels(selector),
 		kinds:    kinds,
 		stop:     make(chan struct{}),
-		groups:   map[string]*groupLock{},
 	}
 	for _, gk := range kinds {
 		if gk != podKind {
@@ -495,7 +495,7 @@ func (d *Driver) Provision(ctx context.Context, req platform.ProvisionRequest) (
 	if idem != nil {
 		// Retries with one key run one at a time: the second finds the
 		// first's nodes.
-		unlock := d.lock("\x00idempotency\x00" + idem.Key)
+		unlock := d.locks.Lock("\x00idempotency\x00" + idem.Key)
 		defer unlock()
 		first, err := d.replay(ctx, idem)
 		if err != nil {
@@ -509,7 +509,7 @@ func (d *Driver) Provision(ctx context.Context, req platform.ProvisionRequest) (
 	}
 	stampedAt := time.Now().UTC()
 
-	unlock := d.lock(req.Cluster.ClusterID + "/" + req.Provision.NodeGroupID)
+	unlock := d.locks.Lock(req.Cluster.ClusterID + "/" + req.Provision.NodeGroupID)
 	defer unlock()
 	// A live list, not the cache: the count must include what an earlier
 	// provision created a moment ago.
@@ -541,7 +541,7 @@ func (d *Driver) Provision(ctx context.Context, req platform.ProvisionRequest) (
 
 	var planned []*plannedNode
 	for i := range n {
-		id := newNodeID(taken)
+		id := platform.NewNodeID(func(id string) bool { return taken[id] })
 		taken[id] = true
 		tctx := catalog.Context{
 			ClusterID:  req.Cluster.ClusterID,
@@ -891,48 +891,4 @@ func apiError(err error, doing string) error {
 	}
 	// The message is the whole story; a cause would repeat it.
 	return platform.Errorf(code, "%s: the API server answered: %s", doing, status.Status().Message)
-}
-
-// lock serialises the holders of one key (a node group's "cluster/group",
-// an Idempotency-Key) and returns the unlock function.
-func (d *Driver) lock(key string) func() {
-	d.mu.Lock()
-	l, ok := d.groups[key]
-	if !ok {
-		l = &groupLock{}
-		d.groups[key] = l
-	}
-	l.refs++
-	d.mu.Unlock()
-	l.Lock()
-	return func() {
-		l.Unlock()
-		d.mu.Lock()
-		if l.refs--; l.refs == 0 {
-			delete(d.groups, key)
-		}
-		d.mu.Unlock()
-	}
-}
-
-type groupLock struct {
-	sync.Mutex
-	refs int // holders and waiters; guarded by Driver.mu
-}
-
-const idAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-
-// newNodeID returns "node-" and 8 random characters, not in taken: a valid
-// label value and a valid part of an object name.
-func newNodeID(taken map[string]bool) string {
-	for {
-		var b [8]byte
-		_, _ = rand.Read(b[:])
-		for i := range b {
-			b[i] = idAlphabet[int(b[i])%len(idAlphabet)]
-		}
-		if id := "node-" + string(b[:]); !taken[id] {
-			return id
-		}
-	}
 }
