@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
@@ -25,6 +26,7 @@ func kubeDriver() *driverFactory {
 		selector                string
 		agent                   kube.AgentConfig
 		kinds                   []string
+		orphanGrace             time.Duration
 	)
 	return &driverFactory{
 		name: kube.DriverName,
@@ -36,6 +38,7 @@ func kubeDriver() *driverFactory {
 			f.StringVar(&agent.IPFrom, "kube-agent-ip-from", kube.DefaultAgentIPFrom, "kube driver: agent IP of pods without a k8s.replicante.io/agent-ip-from annotation: pod or node")
 			f.StringVar(&agent.Schema, "kube-agent-schema", kube.DefaultAgentSchema, "kube driver: agent URL schema of pods without agent-schema and agent-port annotations")
 			f.IntVar(&agent.Port, "kube-agent-port", kube.DefaultAgentPort, "kube driver: agent port of pods without agent-schema and agent-port annotations")
+			f.DurationVar(&orphanGrace, "kube-orphan-grace", kube.DefaultOrphanGrace, "kube driver: how long objects of a node without a Pod (left by a crash) stay before the sweep deletes them; negative turns the sweep off")
 			f.StringSliceVar(&kinds, "kube-deprovision-kinds", kube.DefaultDeprovisionKinds, "kube driver: kinds deprovision deletes, in order (Kind, or Kind.group such as StatefulSet.apps); templates may only create these")
 		},
 		open: func(ctx context.Context, env driverEnv) (platform.Driver, func() error, error) {
@@ -55,6 +58,7 @@ func kubeDriver() *driverFactory {
 				Selector:         selector,
 				Agent:            agent,
 				DeprovisionKinds: kinds,
+				OrphanGrace:      orphanGrace,
 				Logger:           env.logger,
 			})
 			if err != nil {
