@@ -250,7 +250,8 @@ func TestCrashDuringDeprovision(t *testing.T) {
 
 // TestCrashKeepsKeptData: a deprovision with KeepData interrupted after
 // the containers are gone is finished by the sweep without removing the
-// volume, and the sweep never touches a kept volume.
+// volume, the sweep never touches a kept volume, and deprovisioning again
+// a node whose KeepData deprovision was interrupted keeps its volume too.
 func TestCrashKeepsKeptData(t *testing.T) {
 	f := newFixture(t, Options{})
 	ctx := context.Background()
@@ -276,6 +277,32 @@ func TestCrashKeepsKeptData(t *testing.T) {
 	})
 	// Another sweep, long after, leaves the kept volume alone.
 	restarted.sweep(ctx)
+	if left := f.leftovers(t, cluster); !slices.Equal(left, want) {
+		t.Fatalf("the engine has %v, want %v", left, want)
+	}
+	if _, err := f.api.VolumeRemove(ctx, volumeName(cluster, nodeID), client.VolumeRemoveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Interrupted once its containers stopped, and deprovisioned again by
+	// a Berth that does not keep data: the volume is kept all the same.
+	crashed = openDriver(t, f.engine, Options{StaleAfter: time.Minute, GracePeriod: time.Second, KeepData: true})
+	resp, err = crashed.Provision(ctx, provisionRequest(cluster, "redis", "7.0", "default", 1, 1, map[string]any{"sidecar": true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeID = resp.NodeIDs[0]
+	done = crashAt(crashed, stepStopped, 1)
+	run(func() { crashed.Deprovision(ctx, platform.DeprovisionRequest{ClusterID: cluster, NodeID: nodeID}) })
+	<-done
+	crashed.Close()
+	if listed := f.discoverWith(t, restarted, cluster); len(listed) != 1 {
+		t.Fatalf("after the crash, discovery lists %+v", listed)
+	}
+	if err := restarted.Deprovision(ctx, platform.DeprovisionRequest{ClusterID: cluster, NodeID: nodeID}); err != nil {
+		t.Fatal(err)
+	}
+	want = []string{"volume " + volumeName(cluster, nodeID)}
 	if left := f.leftovers(t, cluster); !slices.Equal(left, want) {
 		t.Fatalf("the engine has %v, want %v", left, want)
 	}

@@ -527,7 +527,7 @@ func (d *Driver) ensureNetwork(ctx context.Context, clusterID, store string) err
 // createNode creates one node's marker, volume and containers, starts the
 // containers and removes the marker.
 func (d *Driver) createNode(ctx context.Context, p *plannedNode) error {
-	if err := d.mark(ctx, p.ClusterID, p.NodeID, MarkerProvision, time.Now().Add(d.opts.StaleAfter), false); err != nil {
+	if _, err := d.mark(ctx, p.ClusterID, p.NodeID, MarkerProvision, time.Now().Add(d.opts.StaleAfter), false); err != nil {
 		return err
 	}
 	d.step(stepMarked, p.NodeID)
@@ -672,7 +672,6 @@ func (d *Driver) Deprovision(ctx context.Context, req platform.DeprovisionReques
 			return platform.Errorf(platform.ENOTFOUND, "cluster %q has no node %q on this platform", req.ClusterID, req.NodeID)
 		}
 		n = &node{ClusterID: req.ClusterID, NodeID: req.NodeID}
-		keepData = keepData || (m.deprovision && m.keepData)
 	}
 	cs.mu.Lock()
 	cs.stopping[n.NodeID] = true
@@ -682,9 +681,12 @@ func (d *Driver) Deprovision(ctx context.Context, req platform.DeprovisionReques
 		delete(cs.stopping, n.NodeID)
 		cs.mu.Unlock()
 	}()
-	if err := d.mark(ctx, n.ClusterID, n.NodeID, MarkerDeprovision, time.Now().Add(d.opts.GracePeriod+d.opts.StaleAfter), keepData); err != nil {
+	marker, err := d.mark(ctx, n.ClusterID, n.NodeID, MarkerDeprovision, time.Now().Add(d.opts.GracePeriod+d.opts.StaleAfter), keepData)
+	if err != nil {
 		return err
 	}
+	// Finishing a deprovision that was to keep the volume keeps it.
+	keepData = keepData || marker[LabelKeepData] == "true"
 	d.step(stepDeprovisionMark, n.NodeID)
 	ids := make([]string, len(n.Containers))
 	for i, c := range n.Containers {

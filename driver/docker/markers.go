@@ -56,8 +56,10 @@ func markerName(clusterID, nodeID, kind string) string {
 	return volumeName(clusterID, nodeID) + "." + kind
 }
 
-// mark creates a node's marker of kind, expiring at expires.
-func (d *Driver) mark(ctx context.Context, clusterID, nodeID, kind string, expires time.Time, keepData bool) error {
+// mark creates a node's marker of kind, expiring at expires, and returns
+// its labels: those of the marker there already, if an interrupted
+// provision or deprovision left one (the engine keeps an existing volume).
+func (d *Driver) mark(ctx context.Context, clusterID, nodeID, kind string, expires time.Time, keepData bool) (map[string]string, error) {
 	labels := map[string]string{
 		LabelCluster: clusterID,
 		LabelNode:    nodeID,
@@ -68,10 +70,11 @@ func (d *Driver) mark(ctx context.Context, clusterID, nodeID, kind string, expir
 		labels[LabelKeepData] = strconv.FormatBool(keepData)
 	}
 	name := markerName(clusterID, nodeID, kind)
-	if _, err := d.engine.VolumeCreate(ctx, client.VolumeCreateOptions{Name: name, Labels: labels}); err != nil {
-		return d.engineError(err, "node %s: creating marker volume %s", nodeID, name)
+	res, err := d.engine.VolumeCreate(ctx, client.VolumeCreateOptions{Name: name, Labels: labels})
+	if err != nil {
+		return nil, d.engineError(err, "node %s: creating marker volume %s", nodeID, name)
 	}
-	return nil
+	return res.Volume.Labels, nil
 }
 
 // unmark removes a node's markers of the kinds given.
@@ -235,7 +238,7 @@ func (d *Driver) sweep(ctx context.Context) time.Duration {
 		// Made by a Berth that did not mark its nodes, or that is
 		// making it right now and marked it after the list above.
 		expires := now.Add(d.opts.StaleAfter)
-		if err := d.mark(ctx, n.ClusterID, n.NodeID, MarkerProvision, expires, false); err != nil {
+		if _, err := d.mark(ctx, n.ClusterID, n.NodeID, MarkerProvision, expires, false); err != nil {
 			return retry(err)
 		}
 		later(expires)
