@@ -22,7 +22,7 @@ func crashAt(d *Driver, step string, nth int) <-chan struct{} {
 	crashed := make(chan struct{})
 	var mu sync.Mutex
 	seen := 0
-	d.hook = func(s, _ string) {
+	hook := func(s, _ string) {
 		if s != step {
 			return
 		}
@@ -35,6 +35,7 @@ func crashAt(d *Driver, step string, nth int) <-chan struct{} {
 			runtime.Goexit()
 		}
 	}
+	d.hook.Store(&hook)
 	return crashed
 }
 

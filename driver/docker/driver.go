@@ -28,6 +28,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -101,7 +102,7 @@ type Driver struct {
 
 	// hook, when set (by tests), is called at each step of making and
 	// removing a node, to stop there as a crash would.
-	hook func(step, nodeID string)
+	hook atomic.Pointer[func(step, nodeID string)]
 }
 
 // Steps at which Driver.hook is called.
@@ -119,8 +120,8 @@ const (
 )
 
 func (d *Driver) step(step, nodeID string) {
-	if d.hook != nil {
-		d.hook(step, nodeID)
+	if hook := d.hook.Load(); hook != nil {
+		(*hook)(step, nodeID)
 	}
 }
 

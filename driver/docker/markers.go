@@ -9,6 +9,8 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/volume"
 	"github.com/moby/moby/client"
+
+	"github.com/berthio/berth/platform"
 )
 
 // Crash safety. A provision makes a node's objects one engine call at a
@@ -189,7 +191,12 @@ func (d *Driver) sweep(ctx context.Context) time.Duration {
 		}
 	}
 	retry := func(err error) time.Duration {
-		if ctx.Err() == nil {
+		switch {
+		case ctx.Err() != nil:
+		case platform.ErrorCode(err) == platform.EUNAVAILABLE:
+			// Ready says so already; the sweep tries again later.
+			d.logger.DebugContext(ctx, "looking for the leftovers of interrupted provisions and deprovisions", "error", err)
+		default:
 			d.logger.WarnContext(ctx, "looking for the leftovers of interrupted provisions and deprovisions", "error", err)
 		}
 		return d.opts.StaleAfter
