@@ -161,6 +161,9 @@ containers:
 		go func() {
 			defer wg.Done()
 			<-start
+			// Staggered, so that some are answered while others are
+			// half-way through.
+			time.Sleep(time.Duration(i) * 150 * time.Millisecond)
 			resp, err := http.Post(srv.URL+"provision", "application/json", strings.NewReader(body))
 			if err != nil {
 				return // killed mid-request: not answered
@@ -175,21 +178,21 @@ containers:
 		}()
 	}
 	close(start)
-	// Kill berth once a provision is answered and another has made a
-	// container it has not started yet (or, failing that moment, once
-	// half of them are answered).
+	// Kill berth once three provisions are answered and another has made
+	// a container it has not started yet (or, failing that moment, once
+	// most of them are answered).
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		mu.Lock()
 		n := len(answered)
 		mu.Unlock()
 		halfMade := false
-		if n >= 1 {
+		if n >= 3 {
 			for _, c := range dockerContainers(t, e, cluster) {
 				halfMade = halfMade || c.State == "created"
 			}
 		}
-		if halfMade || n >= 5 || time.Now().After(deadline) {
+		if halfMade || n >= 8 || time.Now().After(deadline) {
 			break
 		}
 	}
