@@ -20,7 +20,6 @@ package docker
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,6 +37,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/berthio/berth/catalog"
+	"github.com/berthio/berth/internal/keylock"
 	"github.com/berthio/berth/platform"
 )
 
@@ -88,7 +88,7 @@ type Driver struct {
 	mu       sync.Mutex
 	clusters map[string]*clusterState // clusters with work in flight
 
-	keys keyLocks // provisions with one Idempotency-Key run one at a time
+	keys keylock.Set // provisions with one Idempotency-Key run one at a time
 
 	// The sweep (markers.go).
 	sweepNow  chan struct{}
@@ -278,7 +278,7 @@ func (d *Driver) Provision(ctx context.Context, req platform.ProvisionRequest) (
 	}
 
 	if req.Idempotency != nil {
-		unlock := d.keys.lock(keyHash(req.Idempotency.Key))
+		unlock := d.keys.Lock(keyHash(req.Idempotency.Key))
 		defer unlock()
 		first, err := d.replay(ctx, req.Idempotency)
 		if err != nil {
@@ -395,7 +395,7 @@ func (d *Driver) reserve(ctx context.Context, cs *clusterState, req platform.Pro
 		last = created
 		n := &node{
 			ClusterID: req.Cluster.ClusterID,
-			NodeID:    newNodeID(taken),
+			NodeID:    platform.NewNodeID(func(id string) bool { return taken[id] }),
 			Group:     req.Provision.NodeGroupID,
 			Class:     group.NodeClass,
 			Store:     req.Cluster.Store,
@@ -815,20 +815,4 @@ func (cs *clusterState) lockNode(nodeID string) func() {
 	cs.mu.Unlock()
 	l.Lock()
 	return l.Unlock
-}
-
-const idAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-
-// newNodeID returns "node-" and 8 random characters, not in taken.
-func newNodeID(taken map[string]bool) string {
-	for {
-		var b [8]byte
-		_, _ = rand.Read(b[:])
-		for i := range b {
-			b[i] = idAlphabet[int(b[i])%len(idAlphabet)]
-		}
-		if id := "node-" + string(b[:]); !taken[id] {
-			return id
-		}
-	}
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/moby/moby/client"
@@ -101,41 +100,4 @@ func answerFor(nodes []*node, idem *platform.Idempotency, staleAfter time.Durati
 		resp.NodeIDs[i] = n.NodeID
 	}
 	return resp, nil
-}
-
-// keyLocks serialise the provisions of one Idempotency-Key within one
-// Berth: a retry that arrives while the first request runs waits for it,
-// then sees its nodes.
-type keyLocks struct {
-	mu    sync.Mutex
-	locks map[string]*keyLock
-}
-
-type keyLock struct {
-	mu   sync.Mutex
-	refs int // guarded by keyLocks.mu
-}
-
-// lock locks key and returns the unlock function.
-func (k *keyLocks) lock(key string) func() {
-	k.mu.Lock()
-	if k.locks == nil {
-		k.locks = map[string]*keyLock{}
-	}
-	l := k.locks[key]
-	if l == nil {
-		l = &keyLock{}
-		k.locks[key] = l
-	}
-	l.refs++
-	k.mu.Unlock()
-	l.mu.Lock()
-	return func() {
-		l.mu.Unlock()
-		k.mu.Lock()
-		if l.refs--; l.refs == 0 {
-			delete(k.locks, key)
-		}
-		k.mu.Unlock()
-	}
 }

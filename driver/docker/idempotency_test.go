@@ -63,31 +63,6 @@ func TestAnswerFor(t *testing.T) {
 	}
 }
 
-func TestKeyLocks(t *testing.T) {
-	var k keyLocks
-	unlock := k.lock("a")
-	got := make(chan bool)
-	go func() {
-		u := k.lock("a")
-		got <- true
-		u()
-	}()
-	other := k.lock("b") // another key does not wait
-	other()
-	select {
-	case <-got:
-		t.Fatal("a second holder of key a")
-	case <-time.After(50 * time.Millisecond):
-	}
-	unlock()
-	<-got
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if len(k.locks) != 0 {
-		t.Errorf("locks left: %v", k.locks)
-	}
-}
-
 func withKey(req platform.ProvisionRequest, key, digest string) platform.ProvisionRequest {
 	req.Idempotency = &platform.Idempotency{Key: key, Digest: digest}
 	return req
