@@ -30,46 +30,13 @@ func TestSIGKILLDuringConcurrentProvisions(t *testing.T) {
 		"nodes": {"default": {"desired_count": 60, "node_class": "small"}}},
 		"provision": {"node_group_id": "default", "count": 1}}`
 
-	var mu sync.Mutex
-	var answered []string
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := 0; i < 50; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			resp, err := http.Post(srv.URL+"provision", "application/json", strings.NewReader(body))
-			if err != nil {
-				return // killed mid-request: not answered
-			}
-			defer resp.Body.Close()
-			var pr platform.ProvisionResponse
-			if resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(&pr) == nil {
-				mu.Lock()
-				answered = append(answered, pr.NodeIDs...)
-				mu.Unlock()
-			}
-		}()
-	}
-	close(start)
+	fire := startProvisions(srv, 50, func(int) string { return body }, nil)
 	// Kill berth once some provisions are answered and others still run.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		mu.Lock()
-		n := len(answered)
-		mu.Unlock()
-		if n >= 10 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	fire.waitFor(30*time.Second, func(answered int) bool { return answered >= 10 })
 	srv.cmd.Process.Kill()
 	<-srv.done
-	wg.Wait()
-	mu.Lock()
+	answered := fire.wait()
 	t.Logf("%d provisions answered 200 before SIGKILL", len(answered))
-	mu.Unlock()
 
 	srv2 := startBerth(t, "--data-dir", dataDir)
 	c, _ := client.New(srv2.URL)
@@ -177,6 +144,68 @@ processes:
 	if pids := markedProcesses(t, dataDir); len(pids) != 0 {
 		t.Fatalf("processes %v of the deprovisioned node still run", pids)
 	}
+}
+
+// provisionsUnderFire is a batch of provisions sent at once, to kill berth
+// while they run.
+type provisionsUnderFire struct {
+	mu       sync.Mutex
+	answered []string // node IDs of the provisions answered 200
+	wg       sync.WaitGroup
+}
+
+// startProvisions sends n provisions at once, the i-th with body(i) after
+// delay(i) (delay may be nil).
+func startProvisions(srv *berthServer, n int, body func(i int) string, delay func(i int) time.Duration) *provisionsUnderFire {
+	p := &provisionsUnderFire{}
+	start := make(chan struct{})
+	for i := 0; i < n; i++ {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			<-start
+			if delay != nil {
+				time.Sleep(delay(i))
+			}
+			resp, err := http.Post(srv.URL+"provision", "application/json", strings.NewReader(body(i)))
+			if err != nil {
+				return // killed mid-request: not answered
+			}
+			defer resp.Body.Close()
+			var pr platform.ProvisionResponse
+			if resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(&pr) == nil {
+				p.mu.Lock()
+				p.answered = append(p.answered, pr.NodeIDs...)
+				p.mu.Unlock()
+			}
+		}()
+	}
+	close(start)
+	return p
+}
+
+// waitFor polls until ready(the number of node IDs answered so far) holds,
+// or until timeout.
+func (p *provisionsUnderFire) waitFor(timeout time.Duration, ready func(answered int) bool) {
+	deadline := time.Now().Add(timeout)
+	for {
+		p.mu.Lock()
+		n := len(p.answered)
+		p.mu.Unlock()
+		if ready(n) || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// wait waits for every provision to end (answered or cut off) and returns
+// the node IDs answered 200.
+func (p *provisionsUnderFire) wait() []string {
+	p.wg.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.answered...)
 }
 
 // markedProcesses lists the session leaders a berth with this data

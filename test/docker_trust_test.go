@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -152,53 +151,29 @@ containers:
 		"nodes": {"default": {"desired_count": 20, "node_class": "small"}}},
 		"provision": {"node_group_id": "default", "count": 1}}`
 
-	var mu sync.Mutex
-	var answered []string
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := 0; i < 10; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			// Staggered, so that some are answered while others are
-			// half-way through.
-			time.Sleep(time.Duration(i) * 150 * time.Millisecond)
-			resp, err := http.Post(srv.URL+"provision", "application/json", strings.NewReader(body))
-			if err != nil {
-				return // killed mid-request: not answered
-			}
-			defer resp.Body.Close()
-			var pr platform.ProvisionResponse
-			if resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(&pr) == nil {
-				mu.Lock()
-				answered = append(answered, pr.NodeIDs...)
-				mu.Unlock()
-			}
-		}()
-	}
-	close(start)
+	// Staggered, so that some are answered while others are half-way
+	// through.
+	fire := startProvisions(srv, 10, func(int) string { return body }, func(i int) time.Duration {
+		return time.Duration(i) * 150 * time.Millisecond
+	})
 	// Kill berth once three provisions are answered and another has made
 	// a container it has not started yet (or, failing that moment, once
 	// most of them are answered).
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		mu.Lock()
-		n := len(answered)
-		mu.Unlock()
+	fire.waitFor(60*time.Second, func(answered int) bool {
+		if answered >= 8 {
+			return true
+		}
 		halfMade := false
-		if n >= 3 {
+		if answered >= 3 {
 			for _, c := range dockerContainers(t, e, cluster) {
 				halfMade = halfMade || c.State == "created"
 			}
 		}
-		if halfMade || n >= 8 || time.Now().After(deadline) {
-			break
-		}
-	}
+		return halfMade
+	})
 	srv.cmd.Process.Kill()
 	<-srv.done
-	wg.Wait()
+	answered := fire.wait()
 	t.Logf("%d provisions answered 200 before SIGKILL; the engine has: %v", len(answered), e.Objects(t, "io.berth.cluster="+cluster))
 	halfMade := map[string]bool{}
 	for _, c := range dockerContainers(t, e, cluster) {

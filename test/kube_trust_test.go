@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -135,45 +134,15 @@ func TestKubeSIGKILLDuringConcurrentProvisions(t *testing.T) {
 	c, kubeconfig := kubeBerthCluster(t)
 	srv := serveKube(t, kubeconfig, "--max-in-flight", "64")
 
-	var mu sync.Mutex
-	var answered []string
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := range 50 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			body := fmt.Sprintf(`{"cluster": {"cluster_id": "crash-%d", "store": "redis", "store_version": "7.0",
-				"nodes": {"default": {"desired_count": 3, "node_class": "small"}}},
-				"provision": {"node_group_id": "default", "count": 3}}`, i%10)
-			resp, err := http.Post(srv.URL+"provision", "application/json", strings.NewReader(body))
-			if err != nil {
-				return // killed mid-request: not answered
-			}
-			defer resp.Body.Close()
-			var pr platform.ProvisionResponse
-			if resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(&pr) == nil {
-				mu.Lock()
-				answered = append(answered, pr.NodeIDs...)
-				mu.Unlock()
-			}
-		}()
-	}
-	close(start)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		mu.Lock()
-		n := len(answered)
-		mu.Unlock()
-		if n >= 6 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	fire := startProvisions(srv, 50, func(i int) string {
+		return fmt.Sprintf(`{"cluster": {"cluster_id": "crash-%d", "store": "redis", "store_version": "7.0",
+			"nodes": {"default": {"desired_count": 3, "node_class": "small"}}},
+			"provision": {"node_group_id": "default", "count": 3}}`, i%10)
+	}, nil)
+	fire.waitFor(30*time.Second, func(answered int) bool { return answered >= 6 })
 	srv.cmd.Process.Kill()
 	<-srv.done
-	wg.Wait()
+	answered := fire.wait()
 	t.Logf("%d nodes answered 200 before SIGKILL", len(answered))
 	killedAt := time.Now()
 
