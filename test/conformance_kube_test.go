@@ -49,25 +49,7 @@ func startKubeBerth(t *testing.T) *berthServer {
 // every check, and leaves nothing behind.
 func TestConformanceAgainstKube(t *testing.T) {
 	srv := startKubeBerth(t)
-	out, errOut, code := berthStatus(t, "conformance", "--url", srv.URL, "--quiet-period", "1s", "--wait-timeout", "30s")
-	if code != 0 {
-		t.Errorf("berth conformance: exit %d\nstdout:\n%s\nstderr:\n%s\nberth serve:\n%s", code, out, errOut, srv.logs)
-	}
-	checks, summary := conformanceLines(t, out)
-	for _, l := range checks {
-		switch {
-		case strings.HasPrefix(l, "FAIL"):
-			t.Errorf("failed: %s", l)
-		case strings.HasPrefix(l, "SKIP"):
-			t.Errorf("skipped, so not checked: %s", l)
-		case strings.HasPrefix(l, "WARN"):
-			t.Logf("warning: %s", l)
-		}
-	}
-	if !strings.Contains(summary, " 0 failed") {
-		t.Errorf("summary %q", summary)
-	}
-	requireNoConformanceNodes(t, srv.URL)
+	requireConformance(t, srv, "30s")
 }
 
 // TestKubeCLI: the README's quick start, with the kube driver.

@@ -61,9 +61,17 @@ func requireNoConformanceNodes(t *testing.T, url string) {
 func TestConformanceAgainstBerth(t *testing.T) {
 	testenv.RequireBinary(t, "redis-server", "apt-get install -y redis-server")
 	srv := startBerth(t, "--data-dir", t.TempDir())
-	out, errOut, code := berthStatus(t, "conformance", "--url", srv.URL, "--quiet-period", "1s", "--wait-timeout", "30s")
+	requireConformance(t, srv, "30s")
+}
+
+// requireConformance runs berth conformance against srv and requires every
+// check to pass or warn (a SKIP means something went unchecked), the summary
+// to count no failure, and no node of the kit to be left.
+func requireConformance(t *testing.T, srv *berthServer, waitTimeout string) {
+	t.Helper()
+	out, errOut, code := berthStatus(t, "conformance", "--url", srv.URL, "--quiet-period", "1s", "--wait-timeout", waitTimeout)
 	if code != 0 {
-		t.Errorf("berth conformance: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+		t.Errorf("berth conformance: exit %d\nstdout:\n%s\nstderr:\n%s\nberth serve:\n%s", code, out, errOut, srv.logs)
 	}
 	checks, summary := conformanceLines(t, out)
 	for _, l := range checks {

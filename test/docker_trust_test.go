@@ -16,23 +16,6 @@ import (
 	"github.com/berthio/berth/platform"
 )
 
-// dockerPost sends a provision, with an Idempotency-Key unless key is "".
-func dockerPost(t *testing.T, url, key, body string) (int, string) {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, url+"provision", strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	if key != "" {
-		req.Header.Set("Idempotency-Key", key)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(data)
-}
-
 // dockerContainer is what the engine's API says of one container.
 type dockerContainer struct {
 	Names  []string
@@ -68,18 +51,18 @@ func TestDockerIdempotentRetries(t *testing.T) {
 	body := `{"cluster": {"cluster_id": "` + cluster + `", "store": "redis", "store_version": "7.0",
 		"nodes": {"default": {"desired_count": 5, "node_class": "small"}}},
 		"provision": {"node_group_id": "default", "count": 1}}`
-	code, first := dockerPost(t, srv.URL, "key-1", body)
+	code, first := postProvision(t, srv.URL, "key-1", body)
 	if code != 200 {
 		t.Fatalf("first provision: %d %s", code, first)
 	}
 	var compact bytes.Buffer
 	json.Compact(&compact, []byte(body))
-	if code, again := dockerPost(t, srv.URL, "key-1", compact.String()); code != 200 || again != first {
+	if code, again := postProvision(t, srv.URL, "key-1", compact.String()); code != 200 || again != first {
 		t.Fatalf("retry: %d %s, want the first answer %s", code, again, first)
 	}
 	srv.stop(t)
 	srv = startDockerBerth(t, e)
-	if code, again := dockerPost(t, srv.URL, "key-1", body); code != 200 || again != first {
+	if code, again := postProvision(t, srv.URL, "key-1", body); code != 200 || again != first {
 		t.Fatalf("retry after a restart: %d %s, want %s", code, again, first)
 	}
 	if c := findCluster(discover(t, srv.URL), cluster); c == nil || len(c.Nodes) != 1 {
@@ -88,11 +71,11 @@ func TestDockerIdempotentRetries(t *testing.T) {
 	if containers := dockerContainers(t, e, cluster); len(containers) != 1 {
 		t.Fatalf("the engine has %d containers, want 1", len(containers))
 	}
-	code, other := dockerPost(t, srv.URL, "key-1", strings.Replace(body, `"count": 1`, `"count": 2`, 1))
+	code, other := postProvision(t, srv.URL, "key-1", strings.Replace(body, `"count": 1`, `"count": 2`, 1))
 	if code != 422 || !strings.Contains(other, "another provision request") {
 		t.Fatalf("same key, other request: %d %s", code, other)
 	}
-	if code, second := dockerPost(t, srv.URL, "key-2", body); code != 200 || second == first {
+	if code, second := postProvision(t, srv.URL, "key-2", body); code != 200 || second == first {
 		t.Fatalf("a new key: %d %s", code, second)
 	}
 	for _, n := range findCluster(discover(t, srv.URL), cluster).Nodes {
